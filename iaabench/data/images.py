@@ -1,0 +1,77 @@
+"""Decoding one image file safely: every failure is an `ImageError` with a reason.
+
+Policy (the same in every path that decodes: reference loader, fast cache, verify):
+- decoded and converted to 8-bit RGB, with a note: grayscale, CMYK, palette, 16-bit, alpha,
+  and files whose content is another format than their extension says (PNG in a .jpg);
+- skipped with a reason: missing, zero bytes, unreadable or truncated, smaller than
+  `MIN_SIDE` pixels on a side, or more than `MAX_PIXELS` pixels (a decompression bomb).
+EXIF orientation is not applied, as in the authors' scripts (PIL `Image.open(...).convert('RGB')`).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ImageError
+
+MAX_PIXELS = 100_000_000  # AVA's largest images are ~ 25 MP; beyond this we refuse
+MIN_SIDE = 8
+
+_FORMAT_EXT = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "WEBP": {".webp"}, "BMP": {".bmp"},
+               "TIFF": {".tif", ".tiff"}, "GIF": {".gif"}}
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str | None]:
+    """(RGB image, note or None). Raises ImageError naming the file and the reason."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(path, "missing") from None
+    if size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    notes = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(path, f"too large: {w}x{h} pixels exceeds the limit of {max_pixels}")
+                if min(w, h) < MIN_SIDE:
+                    raise ImageError(path, f"too small: {w}x{h} pixels (minimum side {MIN_SIDE})")
+                fmt = im.format or "?"
+                if path.suffix.lower() not in _FORMAT_EXT.get(fmt, {path.suffix.lower()}):
+                    notes.append(f"{fmt} content in a {path.suffix} file")
+                im.load()
+                if im.mode != "RGB":
+                    notes.append(f"converted {im.mode} to RGB")
+                    im = _to_rgb(im)
+                else:
+                    im = im.copy()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(path, f"too large: {e}") from None
+    except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as e:
+        reason = str(e).split("\n")[0][:160]
+        if "truncated" in reason:
+            reason = "truncated file"
+        raise ImageError(path, f"unreadable: {reason}") from None
+    return im, ("; ".join(notes) or None)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGB", im.size, (255, 255, 255))
+        bg.paste(im, mask=im.getchannel("A"))
+        return bg
+    return im.convert("RGB")

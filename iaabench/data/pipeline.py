@@ -1,0 +1,168 @@
+"""From samples to normalized image batches: the reference path (decode every epoch with PIL,
+transform on the CPU in a DataLoader, as the authors' scripts do).
+
+Randomness is per image: the crop offsets and the flip of image `i` in epoch `e` come from a
+generator seeded with (seed, e, i), so a batch is the same whatever the number of workers,
+and a resumed run sees exactly the augmentations an uninterrupted one would have seen.
+Images that cannot be decoded are dropped from their batch and reported with the reason
+(`Batch.failed`); the caller counts them, or stops under `--strict`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ConfigError, ImageError
+from .images import load_rgb
+from .samples import Sample
+
+NORMALIZE = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Keras' x / 127.5 - 1
+}
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """Resize to `resize` = (height, width) (aspect not kept, as in the authors' scripts; None
+    keeps the full resolution), then a `crop` x `crop` window (random when training, centred
+    otherwise; `crops` > 1 takes that many seeded random windows, training or not), then a
+    random horizontal flip when training and `flip`."""
+
+    resize: tuple[int, int] | None = (224, 224)
+    crop: int | None = None
+    flip: bool = False
+    crops: int = 1
+    normalize: str = "imagenet"
+
+    @classmethod
+    def from_dict(cls, d: dict | None, where: str = "transforms") -> "TransformSpec":
+        d = dict(d or {})
+        unknown = set(d) - {"resize", "crop", "flip", "crops", "normalize"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}",
+                              "allowed: resize, crop, flip, crops, normalize")
+        r = d.get("resize", (224, 224))
+        if isinstance(r, int):
+            r = (r, r)
+        if d.get("normalize", "imagenet") not in NORMALIZE:
+            raise ConfigError(f"{where}.normalize: must be one of {sorted(NORMALIZE)}")
+        return cls(tuple(r) if r else None, d.get("crop"), bool(d.get("flip", False)),
+                   int(d.get("crops", 1)), d.get("normalize", "imagenet"))
+
+    @property
+    def out_size(self) -> tuple[int, int] | None:
+        return (self.crop, self.crop) if self.crop else self.resize
+
+
+def item_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+def crop_params(h: int, w: int, size: int, n: int, train: bool, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Top-left corners of the crop windows of one image."""
+    if h < size or w < size:
+        raise ImageError("<in memory>", f"smaller ({w}x{h}) than the {size} px crop")
+    if n == 1 and not train:
+        return [((h - size) // 2, (w - size) // 2)]
+    return [(int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))) for _ in range(n)]
+
+
+def normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """uint8 or [0,1] float NCHW/CHW -> normalized float."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    mean, std = NORMALIZE[kind]
+    shape = (-1, 1, 1)
+    return (x - x.new_tensor(mean).view(shape)) / x.new_tensor(std).view(shape)
+
+
+def resize_pil(im: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    if size is None or im.size == (size[1], size[0]):
+        return im
+    return im.resize((size[1], size[0]), Image.BILINEAR)
+
+
+def upscale_to(im: Image.Image, crop: int | None) -> tuple[Image.Image, str | None]:
+    """Images smaller than the crop are upscaled (shorter side to `crop`), with a note."""
+    if crop and min(im.size) < crop:
+        s = crop / min(im.size)
+        w, h = max(crop, round(im.size[0] * s)), max(crop, round(im.size[1] * s))
+        return im.resize((w, h), Image.BILINEAR), f"upscaled from {im.size[0]}x{im.size[1]} to fit the {crop} px crop"
+    return im, None
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Reference path: one decoded, transformed image (or its failure) per index."""
+
+    def __init__(self, samples: Sequence[Sample], spec: TransformSpec, train: bool, seed: int, epoch: int = 0):
+        self.samples, self.spec, self.train, self.seed, self.epoch = samples, spec, train, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            im, note = load_rgb(s.path)
+            im = resize_pil(im, self.spec.resize)
+            im, up = upscale_to(im, self.spec.crop)
+        except ImageError as e:
+            return None, i, e.reason
+        x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # uint8 CHW
+        x = apply_crops_flip(x.unsqueeze(0), self.spec, self.train, [item_generator(self.seed, self.epoch, i)])[0]
+        return normalize(x, self.spec.normalize), i, None
+
+
+def apply_crops_flip(x: torch.Tensor, spec: TransformSpec, train: bool, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, crops, C, crop, crop) or (N, 1, C, H, W); same draws on any device."""
+    out = []
+    for img, rng in zip(x, rngs):
+        if spec.crop:
+            corners = crop_params(img.shape[1], img.shape[2], spec.crop, spec.crops, train, rng)
+            views = [img[:, t:t + spec.crop, l:l + spec.crop] for t, l in corners]
+        else:
+            views = [img]
+        if train and spec.flip:
+            views = [v.flip(-1) if rng.random() < 0.5 else v for v in views]
+        out.append(torch.stack(views))
+    return torch.stack(out)
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, crops, C, H, W) normalized float
+    index: torch.Tensor  # (B,) positions in the sample list
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _collate(items) -> Batch:
+    ok = [(x, i) for x, i, r in items if r is None]
+    failed = [(i, r) for x, i, r in items if r is not None]
+    if not ok:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), failed)
+    return Batch(torch.stack([x for x, _ in ok]), torch.tensor([i for _, i in ok]), failed)
+
+
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
+    if not shuffle:
+        return list(range(n))
+    return np.random.default_rng([seed, epoch, 7919]).permutation(n).tolist()
+
+
+def reference_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool,
+                      seed: int, epoch: int = 0, workers: int = 0, drop_last: bool = False,
+                      start_batch: int = 0) -> Iterator[Batch]:
+    """Batches of one epoch, in the seeded order (shuffled when training)."""
+    ds = ImageDataset(samples, spec, train, seed, epoch)
+    order = epoch_order(len(samples), train, seed, epoch)
+    chunks = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    if drop_last and chunks and len(chunks[-1]) < batch_size:
+        chunks.pop()
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=chunks[start_batch:], num_workers=workers,
+                                         collate_fn=_collate, persistent_workers=False)
+    yield from loader

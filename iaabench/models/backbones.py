@@ -1,0 +1,73 @@
+"""Pretrained backbones shared by the models, resolved offline-first (see `iaabench.weights`).
+
+`pretrained` everywhere takes: "default" (the backbone's usual weights, found offline-first),
+"none" (random initialisation), or a path to a weight file.
+"""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from ..weights import WeightSpec, extract_state_dict, load_into, resolve, safe_load
+
+TV = "https://download.pytorch.org/models/"
+
+#: torchvision's ImageNet files, under the names torch hub caches them with.
+SPECS: dict[str, WeightSpec] = {
+    "mobilenet_v2": WeightSpec("mobilenet_v2-b0353104.pth", "ImageNet MobileNetV2 (torchvision IMAGENET1K_V1)",
+                               TV + "mobilenet_v2-b0353104.pth", "BSD-3-Clause (torchvision)"),
+    "resnet18": WeightSpec("resnet18-f37072fd.pth", "ImageNet ResNet-18 (torchvision IMAGENET1K_V1)",
+                           TV + "resnet18-f37072fd.pth", "BSD-3-Clause (torchvision)"),
+    "resnet50": WeightSpec("resnet50-19c8e357.pth", "ImageNet ResNet-50 (the original torchvision file)",
+                           TV + "resnet50-19c8e357.pth", "BSD-3-Clause (torchvision)"),
+    "vgg16": WeightSpec("vgg16-397923af.pth", "ImageNet VGG-16 (torchvision IMAGENET1K_V1)",
+                        TV + "vgg16-397923af.pth", "BSD-3-Clause (torchvision)"),
+    "inception_v3": WeightSpec("inception_v3_google-0cc3c7bd.pth", "ImageNet Inception-v3 (torchvision, Google weights)",
+                               TV + "inception_v3_google-0cc3c7bd.pth", "Apache-2.0 (Google)"),
+    "resnet18_places365": WeightSpec(
+        "resnet18_places365.pth.tar", "Places365 ResNet-18 (CSAIL format: keys under 'state_dict', 'module.' prefix)",
+        "http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar", "CC BY (MIT CSAIL Places365)"),
+}
+
+
+def load_pretrained(module: nn.Module, kind: str, pretrained: str | None) -> nn.Module:
+    """Fill `module` with the weights of `kind` unless `pretrained` is "none"."""
+    if pretrained in (None, "none"):
+        return module
+    explicit = None if pretrained == "default" else pretrained
+    path = resolve(SPECS[kind], explicit)
+    load_into(module, extract_state_dict(safe_load(path), path), path)
+    return module
+
+
+def mobilenet_v2(pretrained: str | None = "default") -> torchvision.models.MobileNetV2:
+    return load_pretrained(torchvision.models.mobilenet_v2(weights=None), "mobilenet_v2", pretrained)
+
+
+def resnet(depth: int, pretrained: str | None = "default", num_classes: int = 1000) -> torchvision.models.ResNet:
+    net = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+    kind = "resnet18_places365" if (depth == 18 and num_classes == 365) else f"resnet{depth}"
+    return load_pretrained(net, kind, pretrained)
+
+
+def vgg16(pretrained: str | None = "default") -> torchvision.models.VGG:
+    return load_pretrained(torchvision.models.vgg16(weights=None), "vgg16", pretrained)
+
+
+def inception_v3(pretrained: str | None = "default") -> torchvision.models.Inception3:
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    load_pretrained(net, "inception_v3", pretrained)
+    net.aux_logits, net.AuxLogits = False, None
+    return net
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+@torch.no_grad()
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

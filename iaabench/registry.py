@@ -1,0 +1,93 @@
+"""Names -> builders, for models and datasets. Duplicate names are an error; unknown names
+get the closest registered names as a suggestion."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str  # the card: baselines/<family>.yaml
+    paper: str
+    builder: Callable[..., Any]
+    heads: tuple[str, ...] = ("score", "dist")
+    description: str = ""
+    warning: str | None = None  # shown by `iaabench models` (e.g. batch-dependent predictions)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    loader: Callable[..., Any]  # (root, split=..., images=..., **options) -> DatasetSplits
+    splits: tuple[str, ...]
+    scale: tuple[float, float]
+    has_votes: bool  # publishes 10-bin vote histograms
+    description: str = ""
+    locate: Callable[[], Path | None] = lambda: None  # where it is found on this machine
+    themes: bool = False
+    options: dict[str, str] = field(default_factory=dict)  # extra loader options -> help
+
+
+_MODELS: dict[str, ModelInfo] = {}
+_DATASETS: dict[str, DatasetInfo] = {}
+
+
+def _suggest(name: str, known: list[str], kind: str) -> UnknownNameError:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known {kind}s: {', '.join(sorted(known))}"
+    return UnknownNameError(f"unknown {kind} '{name}'", hint + f" (`iaabench {kind}s` lists them)")
+
+
+def register_model(name: str, *, family: str, paper: str, heads=("score", "dist"), description="",
+                   warning=None):
+    """Decorator: register `builder(head=..., pretrained=..., **kw) -> IAAModel` under `name`."""
+
+    def deco(builder):
+        if name in _MODELS:
+            raise ValueError(f"model '{name}' is registered twice")
+        _MODELS[name] = ModelInfo(name, family, paper, builder, tuple(heads), description, warning)
+        return builder
+
+    return deco
+
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    if info.name in _DATASETS:
+        raise ValueError(f"dataset '{info.name}' is registered twice")
+    _DATASETS[info.name] = info
+    return info
+
+
+def _load_all() -> None:
+    # Importing the packages runs every module's registrations.
+    from . import data, models  # noqa: F401
+
+
+def model_info(name: str) -> ModelInfo:
+    _load_all()
+    if name not in _MODELS:
+        raise _suggest(name, list(_MODELS), "model")
+    return _MODELS[name]
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    _load_all()
+    if name not in _DATASETS:
+        raise _suggest(name, list(_DATASETS), "dataset")
+    return _DATASETS[name]
+
+
+def list_models() -> list[str]:
+    _load_all()
+    return sorted(_MODELS)
+
+
+def list_datasets() -> list[str]:
+    _load_all()
+    return sorted(_DATASETS)
