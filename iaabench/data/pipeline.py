@@ -154,15 +154,27 @@ def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
     return np.random.default_rng([seed, epoch, 7919]).permutation(n).tolist()
 
 
+def split_chunks(order: list[int], batch_size: int, drop_last: bool, min_last: int = 1) -> list[list[int]]:
+    chunks = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    if chunks and len(chunks[-1]) < batch_size:
+        if drop_last:
+            chunks.pop()
+        elif len(chunks[-1]) < min_last and len(chunks) > 1:
+            chunks[-2].extend(chunks.pop())
+    return chunks
+
+
 def reference_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool,
                       seed: int, epoch: int = 0, workers: int = 0, drop_last: bool = False,
-                      start_batch: int = 0) -> Iterator[Batch]:
-    """Batches of one epoch, in the seeded order (shuffled when training)."""
+                      start_batch: int = 0, min_last: int = 1, device: str = "cpu") -> Iterator[Batch]:
+    """Batches of one epoch, in the seeded order (shuffled when training).
+
+    A last batch smaller than `min_last` joins the one before it (batch-dependent models such
+    as TANet cannot predict a batch of one). Tensors stay on the CPU here; `device` is accepted
+    for the same signature as the fast path, which augments on the device."""
     ds = ImageDataset(samples, spec, train, seed, epoch)
     order = epoch_order(len(samples), train, seed, epoch)
-    chunks = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-    if drop_last and chunks and len(chunks[-1]) < batch_size:
-        chunks.pop()
+    chunks = split_chunks(order, batch_size, drop_last, min_last)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=chunks[start_batch:], num_workers=workers,
                                          collate_fn=_collate, persistent_workers=False)
     yield from loader

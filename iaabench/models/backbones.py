@@ -71,3 +71,71 @@ def freeze(module: nn.Module) -> nn.Module:
 @torch.no_grad()
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+
+# --- timm Inception-ResNet-v2 (MLSP) -------------------------------------------------------
+# The TF-slim ImageNet weights as timm publishes them on the Hugging Face hub; the same
+# checkpoint underlies Keras' InceptionResNetV2, which the MLSP authors used.
+SPECS["inception_resnet_v2"] = WeightSpec(
+    "inception_resnet_v2.tf_in1k.safetensors",
+    "ImageNet Inception-ResNet-v2 (timm inception_resnet_v2.tf_in1k, ported from the TF-slim checkpoint; "
+    "the hub's model.safetensors under this name)",
+    "https://huggingface.co/timm/inception_resnet_v2.tf_in1k/resolve/main/model.safetensors",
+    "Apache-2.0 (Google, via timm)")
+IRV2_HF_REPO, IRV2_HF_FILE = "timm/inception_resnet_v2.tf_in1k", "model.safetensors"
+
+
+def _hf_cached(repo_id: str, filename: str):
+    """The path of `filename` in the local Hugging Face cache (where timm keeps its downloads),
+    or None. Never touches the network."""
+    from pathlib import Path
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, filename)
+    except Exception:  # a malformed cache folder is not ours to report: fall through
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def resolve_inception_resnet_v2(pretrained: str | None = "default"):
+    """Where the Inception-ResNet-v2 weights are, offline-first: an explicit path; the weights
+    folder (`inception_resnet_v2.tf_in1k.safetensors`); the Hugging Face cache timm fills; torch
+    hub's checkpoints folder; a download only with IAABENCH_DOWNLOAD=1."""
+    from ..errors import WeightsError
+    from ..paths import weights_dir
+
+    spec = SPECS["inception_resnet_v2"]
+    if pretrained not in ("default", None):
+        return resolve(spec, pretrained)
+    local = weights_dir() / spec.filename
+    if local.is_file():
+        return local
+    cached = _hf_cached(IRV2_HF_REPO, IRV2_HF_FILE)
+    if cached is not None:
+        return cached
+    try:
+        return resolve(spec)
+    except WeightsError as e:
+        raise WeightsError(e.message, (e.hint or "") + f"\n  (the Hugging Face cache of {IRV2_HF_REPO} "
+                           "was searched too)") from None
+
+
+def inception_resnet_v2(pretrained: str | None = "default") -> nn.Module:
+    """timm's Inception-ResNet-v2 with its ImageNet weights (strictly loaded), or random."""
+    import timm
+
+    net = timm.create_model("inception_resnet_v2", pretrained=False)
+    if pretrained in (None, "none"):
+        return net
+    path = resolve_inception_resnet_v2(pretrained)
+    state = extract_state_dict(safe_load(path), path)
+    for k, v in net.state_dict().items():  # some exports leave out BatchNorm's step counters
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v
+    load_into(net, state, path)
+    return net

@@ -1,0 +1,187 @@
+"""Baseline cards (`baselines/<family>.yaml`): the paper, the variants, the training recipes
+per dataset, the numbers the paper reported (with source and split), and the deviations.
+
+A card is plain YAML data, validated here with errors that name the bad key. Recipes may
+inherit from another recipe of the same card with `base:`. Precedence when a run resolves
+its recipe: CLI overrides > the card's recipe > protocol defaults.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .config import check_keys, read_yaml
+from .data.pipeline import TransformSpec
+from .errors import ConfigError, UnknownNameError
+from .paths import PROJECT_ROOT
+
+CARD_KEYS = {"schema", "family", "title", "paper", "code", "licence", "variants", "recipes", "recipe_for",
+             "reported", "deviations"}
+RECIPE_KEYS = {"base", "description", "optimizer", "lr", "schedule", "epochs", "batch_size", "eval_batch_size",
+               "loss", "head", "transforms", "options", "val_fraction", "pretrained"}
+OPTIMIZERS = {"adam", "adamw", "sgd"}
+SCHEDULES = {"none", "step", "multistep"}
+REPORTED_KEYS = {"model", "dataset", "split", "metric", "value", "source", "note", "ci"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A fully resolved training recipe."""
+
+    name: str
+    optimizer: dict
+    lr: dict[str, float]
+    schedule: dict
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    loss: str
+    head: str | None
+    train_transforms: TransformSpec
+    test_transforms: TransformSpec
+    options: dict = field(default_factory=dict)
+    val_fraction: float | None = None
+    description: str = ""
+    pretrained: str = "default"  # backbone weights: "default" (resolved offline-first) or "none"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["train_transforms"] = asdict(self.train_transforms)
+        d["test_transforms"] = asdict(self.test_transforms)
+        return d
+
+    def with_overrides(self, epochs=None, batch_size=None, lr: dict[str, float] | None = None,
+                       eval_batch_size=None) -> "Recipe":
+        new_lr = dict(self.lr)
+        for group, value in (lr or {}).items():
+            if group not in new_lr:
+                raise ConfigError(f"--lr {group}=...: recipe '{self.name}' has no parameter group '{group}'",
+                                  f"its groups: {', '.join(new_lr)}")
+            new_lr[group] = float(value)
+        return replace(self, epochs=epochs if epochs is not None else self.epochs,
+                       batch_size=batch_size or self.batch_size,
+                       eval_batch_size=eval_batch_size or self.eval_batch_size, lr=new_lr)
+
+
+@dataclass(frozen=True)
+class Card:
+    family: str
+    path: Path
+    data: dict
+
+    @property
+    def variants(self) -> dict[str, dict]:
+        return self.data["variants"]
+
+    @property
+    def reported(self) -> list[dict]:
+        return self.data.get("reported", [])
+
+    @property
+    def title(self) -> str:
+        return self.data.get("title", self.family)
+
+    def recipe_name_for(self, dataset: str) -> str:
+        mapping = self.data.get("recipe_for", {})
+        if dataset in mapping:
+            return mapping[dataset]
+        raise ConfigError(f"{self.path}: no recipe for dataset '{dataset}' (recipe_for has: {', '.join(mapping)})",
+                          "pass --recipe NAME to choose one of: " + ", ".join(self.data["recipes"]))
+
+    def recipe(self, name: str) -> Recipe:
+        recipes = self.data["recipes"]
+        if name not in recipes:
+            close = difflib.get_close_matches(name, list(recipes), n=3)
+            raise UnknownNameError(f"{self.path}: no recipe '{name}'",
+                                   f"did you mean {', '.join(close)}?" if close else f"recipes: {', '.join(recipes)}")
+        merged: dict[str, Any] = {}
+        chain, cur = [], name
+        while cur is not None:
+            if cur in chain:
+                raise ConfigError(f"{self.path}: recipes.{name}: 'base' chain loops ({' -> '.join(chain + [cur])})")
+            if cur not in recipes:
+                raise ConfigError(f"{self.path}: recipes.{chain[-1]}.base: no recipe '{cur}'")
+            chain.append(cur)
+            cur = recipes[cur].get("base")
+        for r in reversed(chain):
+            for k, v in recipes[r].items():
+                if k == "base":
+                    continue
+                merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) and k != "lr" else v
+        return _build_recipe(name, merged, f"{self.path}: recipes.{name}")
+
+
+def _build_recipe(name: str, r: dict, where: str) -> Recipe:
+    for key in ("optimizer", "lr", "epochs", "batch_size", "loss"):
+        if key not in r:
+            raise ConfigError(f"{where}: missing key '{key}'")
+    opt = check_keys(r["optimizer"], f"{where}.optimizer", {"name"}, {"weight_decay", "momentum", "betas", "nesterov"})
+    if opt["name"] not in OPTIMIZERS:
+        raise ConfigError(f"{where}.optimizer.name: '{opt['name']}' is not one of {sorted(OPTIMIZERS)}")
+    sched = check_keys(r.get("schedule", {"name": "none"}), f"{where}.schedule", {"name"},
+                       {"every", "gamma", "milestones"})
+    if sched["name"] not in SCHEDULES:
+        raise ConfigError(f"{where}.schedule.name: '{sched['name']}' is not one of {sorted(SCHEDULES)}")
+    if not isinstance(r["lr"], dict) or not r["lr"]:
+        raise ConfigError(f"{where}.lr: expected a mapping of parameter group -> learning rate")
+    for g, v in r["lr"].items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"{where}.lr.{g}: expected a non-negative number, got {v!r}")
+    for k in ("epochs", "batch_size", "eval_batch_size"):
+        v = r.get(k, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "epochs" else 1):
+            raise ConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
+    tr = check_keys(r.get("transforms", {}), f"{where}.transforms", set(), {"train", "test"})
+    loss = r["loss"]
+    head = r.get("head")  # None: the model's default head
+    if head not in (None, "score", "dist"):
+        raise ConfigError(f"{where}.head: expected 'score' or 'dist', got {head!r}")
+    return Recipe(
+        name=name, optimizer=dict(opt), lr={k: float(v) for k, v in r["lr"].items()}, schedule=dict(sched),
+        epochs=r["epochs"], batch_size=r["batch_size"], eval_batch_size=r.get("eval_batch_size", r["batch_size"]),
+        loss=loss, head=head,
+        train_transforms=TransformSpec.from_dict(tr.get("train"), f"{where}.transforms.train"),
+        test_transforms=TransformSpec.from_dict(tr.get("test"), f"{where}.transforms.test"),
+        options=dict(r.get("options") or {}), val_fraction=r.get("val_fraction"),
+        description=r.get("description", ""), pretrained=str(r.get("pretrained", "default")),
+    )
+
+
+def cards_dir() -> Path:
+    return PROJECT_ROOT / "baselines"
+
+
+@lru_cache(maxsize=None)
+def load_card(family: str) -> Card:
+    path = cards_dir() / f"{family}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no baseline card for '{family}': expected {path}")
+    data = read_yaml(path)
+    check_keys(data, str(path), {"schema", "family", "title", "paper", "variants", "recipes"}, CARD_KEYS)
+    if data["schema"] != 1:
+        raise ConfigError(f"{path}: schema: expected 1, got {data['schema']!r}")
+    if data["family"] != family:
+        raise ConfigError(f"{path}: family: '{data['family']}' does not match the file name '{family}'")
+    check_keys(data["variants"], f"{path}: variants")
+    check_keys(data["recipes"], f"{path}: recipes")
+    for name, r in data["recipes"].items():
+        check_keys(r, f"{path}: recipes.{name}", set(), RECIPE_KEYS)
+    for target in data.get("recipe_for", {}).values():
+        if target not in data["recipes"]:
+            raise ConfigError(f"{path}: recipe_for names recipe '{target}', which the card does not define")
+    for i, row in enumerate(data.get("reported", []) or []):
+        check_keys(row, f"{path}: reported[{i}]", {"model", "dataset", "split", "metric", "value", "source"},
+                   REPORTED_KEYS)
+        if row["model"] not in data["variants"]:
+            raise ConfigError(f"{path}: reported[{i}].model: '{row['model']}' is not a variant of this card")
+    card = Card(family, path, data)
+    for name in data["recipes"]:
+        card.recipe(name)  # validates the whole chain now, not at the first run
+    return card
+
+
+def all_cards() -> list[Card]:
+    return [load_card(p.stem) for p in sorted(cards_dir().glob("*.yaml"))]

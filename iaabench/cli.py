@@ -1,0 +1,315 @@
+"""The `iaabench` command: one small entry point dispatching to one module per subcommand."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import ConfigError, IAAError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="iaabench: one protocol, many models, one table for image aesthetics assessment.")
+data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and verify datasets.")
+app.add_typer(data_app, name="data")
+console = Console()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _parse_lr(values: list[str]) -> dict[str, float]:
+    out = {}
+    for v in values or []:
+        group, sep, num = v.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[group] = float(num)
+        except ValueError:
+            raise ConfigError(f"--lr {v}: expected GROUP=VALUE, for example --lr head=1e-4") from None
+    return out
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here", "use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
+    return device
+
+
+def _print_metrics(record: dict, path: Path) -> None:
+    t = Table(title=f"{record['model']} on {record['dataset']} ({record['split']['name']} split, "
+                    f"{record['counts']['evaluated']} test images)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("95% CI", justify="right")
+    for name, m in record["metrics"].items():
+        v = m.get("value")
+        ci = m.get("ci95")
+        t.add_row(name, "-" if v is None else f"{v:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    console.print(t)
+    if record["counts"]["skipped"]:
+        console.print(f"[yellow]{record['counts']['skipped']} item(s) skipped; reasons in the record[/yellow]")
+    console.print(f"record: {path}")
+
+
+DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $IAABENCH_DATA/<dataset>).")
+
+
+@app.command()
+def run(
+    model: str = typer.Option("nima", "--model", "-m", help="Registered model name (`iaabench models`)."),
+    dataset: str = typer.Option("synth-tad66k", "--dataset", "-d", help="Registered dataset (`iaabench datasets`)."),
+    data_root: Optional[Path] = DataRoot,
+    images: Optional[Path] = typer.Option(None, help="Image folder, when kept apart from the labels."),
+    split: Optional[str] = typer.Option(None, help="Split name (default: the protocol's)."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe of the model's card (default: the card's for this dataset)."),
+    epochs: Optional[int] = typer.Option(None, min=0, help="Override the recipe's epochs."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Override the recipe's batch size."),
+    lr: List[str] = typer.Option([], "--lr", help="Override a group's learning rate: GROUP=VALUE (repeatable)."),
+    seed: int = typer.Option(0, help="Seed for initialisation, validation split, order and augmentation."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    weights: Optional[Path] = typer.Option(None, help="A full state_dict of this model to start from."),
+    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: default (resolved offline-first), none, "
+                                             "or a file (default: the recipe's choice)."),
+    resume: bool = typer.Option(False, help="Continue the newest unfinished run with this configuration."),
+    strict: bool = typer.Option(False, help="Stop at the first unusable image instead of skipping it."),
+    fast: bool = typer.Option(False, help="Decode once into a cached uint8 array; augment on the device."),
+    workers: int = typer.Option(0, min=0, help="Decoding worker processes."),
+    option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE (e.g. test_csv=PATH)."),
+):
+    """Train (with the card's recipe) and evaluate a model on a dataset; write a result record.
+
+    Example: iaabench run --model nima --dataset synth-tad66k
+    """
+    from .runner import RunConfig, execute
+
+    cfg = RunConfig(model=model, dataset=dataset, data_root=data_root, images=images, split=split, recipe=recipe,
+                    epochs=epochs, batch_size=batch_size, lr=_parse_lr(lr), seed=seed, device=_device(device),
+                    weights=weights, pretrained=pretrained, resume=resume, strict=strict, fast=fast,
+                    workers=workers, dataset_options=_parse_options(option))
+    with _progress() as progress:
+        record, path = execute(cfg, progress=progress, log=console.print)
+    _print_metrics(record, path)
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Option(..., "--model", "-m"),
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    weights: Optional[Path] = typer.Option(None, help="A full state_dict of this model (e.g. a released checkpoint)."),
+    data_root: Optional[Path] = DataRoot,
+    images: Optional[Path] = typer.Option(None),
+    split: Optional[str] = typer.Option(None),
+    recipe: Optional[str] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Evaluation batch size (default: the recipe's)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    pretrained: Optional[str] = typer.Option(None),
+    strict: bool = typer.Option(False),
+    fast: bool = typer.Option(False),
+    workers: int = typer.Option(0, min=0),
+    option: List[str] = typer.Option([], "--option"),
+):
+    """Evaluate a model without training; stores per-image predictions and a record.
+
+    Example: iaabench eval --model tanet --dataset tad66k --weights SRCC_513_LCC_531_MSE_016.pth
+    """
+    from .runner import RunConfig, execute
+
+    cfg = RunConfig(model=model, dataset=dataset, data_root=data_root, images=images, split=split, recipe=recipe,
+                    eval_batch_size=batch_size, seed=seed, device=_device(device), weights=weights,
+                    pretrained=pretrained, strict=strict, fast=fast, workers=workers, train=False,
+                    dataset_options=_parse_options(option))
+    with _progress() as progress:
+        record, path = execute(cfg, progress=progress, log=console.print)
+    _print_metrics(record, path)
+
+
+def _parse_options(values: list[str]) -> dict:
+    out = {}
+    for v in values or []:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--option {v}: expected KEY=VALUE")
+        out[k] = int(val) if val.isdigit() else val
+    return out
+
+
+@app.command()
+def models():
+    """List every registered model with its family, heads and paper."""
+    from .cards import load_card
+    from .registry import list_models, model_info
+
+    t = Table(title="registered models")
+    for c in ("model", "family", "heads", "paper / description"):
+        t.add_column(c)
+    for name in list_models():
+        info = model_info(name)
+        desc = info.paper + (f"\n{info.description}" if info.description else "")
+        if info.warning:
+            desc += f"\n[yellow]warning: {info.warning}[/yellow]"
+        t.add_row(name, info.family, ", ".join(info.heads), desc)
+        load_card(info.family)  # a broken card is an error here, not at the first run
+    console.print(t)
+
+
+@app.command()
+def datasets():
+    """List every registered dataset with its splits and whether it is found on this machine."""
+    from .registry import dataset_info, list_datasets
+
+    t = Table(title="registered datasets")
+    for c in ("dataset", "splits", "scale", "found here", "description"):
+        t.add_column(c)
+    for name in list_datasets():
+        info = dataset_info(name)
+        where = info.locate()
+        t.add_row(name, ", ".join(info.splits), f"{info.scale[0]:g}-{info.scale[1]:g}",
+                  f"[green]{where}[/green]" if where else "[red]no[/red]", info.description)
+    console.print(t)
+
+
+@app.command()
+def table(
+    format: str = typer.Option("terminal", "--format", "-f", help="terminal, md, csv, latex or html."),
+    output: Optional[Path] = typer.Option(None, "-o", help="Write the table here (default: stdout)."),
+    plots: bool = typer.Option(False, help="Also draw the leaderboard and scatter plots into results/plots/."),
+):
+    """The leaderboard: reproduced values with CIs beside the reported ones; writes results/leaderboard.md."""
+    from . import table as tbl
+
+    text = tbl.render(format)
+    tbl.write_leaderboard()
+    if output:
+        output.write_text(text)
+    elif format == "terminal":
+        tbl.print_terminal(console)
+    else:
+        sys.stdout.write(text)
+    if plots:
+        from .plots import plot_all
+
+        for p in plot_all():
+            console.print(f"wrote {p}")
+
+
+@app.command()
+def plot(out: Optional[Path] = typer.Option(None, help="Folder for the PNGs (default: results/plots).")):
+    """Draw the leaderboard with CIs and each run's predicted-vs-true scatter (matplotlib)."""
+    from .plots import plot_all
+
+    for p in plot_all(out):
+        console.print(f"wrote {p}")
+
+
+@app.command()
+def check(
+    rerun: bool = typer.Option(True, help="Re-run the pinned quick runs (slow part)."),
+    only: List[str] = typer.Option([], help="Re-run only the pinned runs of these models."),
+    device: str = typer.Option("cpu"),
+):
+    """Regression check: recompute every record, re-run the pinned runs, compare with reported."""
+    from .check import run_check
+
+    ok = run_check(console, rerun=rerun, only=only or None, device=_device(device))
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def parity(
+    cases: Path = typer.Option(..., help="A cases file in the format of reference/parity_cases.json."),
+    atol: Optional[float] = typer.Option(None, help="Override every entry's absolute tolerance."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+):
+    """Check our models against recorded outputs of the authors' code (exit 1 on any failure)."""
+    from .parity import format_parity, run_parity
+
+    results = run_parity(cases, atol=atol)
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=1) + "\n")
+    else:
+        console.print(format_parity(results))
+    failed = [r for r in results if r.get("passed") is False]
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("nima", "--model", "-m"),
+    dataset: str = typer.Option("synth-tad66k", "--dataset", "-d"),
+    device: str = typer.Option("auto"),
+    batch_size: Optional[int] = typer.Option(None, min=1),
+    steps: Optional[int] = typer.Option(None, min=1, help="Timed steps per measurement."),
+    compile: bool = typer.Option(False, help="torch.compile the model."),
+):
+    """Measure data path, model step, end-to-end training, evaluation and the reference path."""
+    from .bench import run_bench, write_performance_page
+
+    kw = {"steps": steps} if steps else {}
+    run_bench(model, dataset, device=_device(device), batch_size=batch_size, compile=compile, **kw)
+    write_performance_page()
+
+
+@data_app.command("make-synthetic")
+def make_synthetic(
+    layout: str = typer.Option(..., help="tad66k, ava or flickr-aes."),
+    out: Path = typer.Option(..., help="Folder to write the dataset into."),
+    n: Optional[int] = typer.Option(None, help="Number of images (default: the registered size)."),
+    seed: int = typer.Option(0),
+    force: bool = typer.Option(False, help="Replace an existing folder."),
+):
+    """Write a synthetic dataset in the real dataset's published layout."""
+    from .data.synthetic import make_synthetic as make
+
+    card = make(layout, out, n=n, seed=seed, force=force)
+    console.print_json(json.dumps(card))
+
+
+@data_app.command("verify")
+def verify(
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $IAABENCH_DATA/<dataset>)."),
+    images: Optional[Path] = typer.Option(None),
+    split: Optional[str] = typer.Option(None),
+    labels_only: bool = typer.Option(False, help="Check the label files only; skip the images."),
+    as_json: bool = typer.Option(False, "--json"),
+    option: List[str] = typer.Option([], "--option"),
+):
+    """Counts, themes, missing/unreadable images, duplicates, unparseable rows, checksums."""
+    from .data.verify import format_report
+    from .data.verify import verify as do_verify
+
+    report = do_verify(dataset, root, images=images, labels_only=labels_only, split=split, **_parse_options(option))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
+    else:
+        console.print(format_report(report))
+    raise typer.Exit(0 if report.get("usable") else 1)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except IAAError as e:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {e.message}", highlight=False)
+        if e.hint:
+            Console(stderr=True).print(f"  [cyan]hint:[/cyan] {e.hint}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted; `--resume` continues from the last checkpoint")
+        sys.exit(130)

@@ -1,0 +1,183 @@
+"""The fast data path: cached pixels (`iaabench.data.cache`), augmentation on the device.
+
+`fast_batches` has the contract of `pipeline.reference_batches`: the same `Batch`es (x of
+shape (B, crops, C, H, W), normalized float, on `device`; the positions in the sample list;
+the images that could not be used), in the same seeded order, with the same per-image random
+crops and flips, drawn from the same `item_generator(seed, epoch, i)` in the same order as
+`pipeline.apply_crops_flip`. Because the cache stores the very pixels the reference path
+computes (PIL decode + resize), the two paths give identical tensors on the CPU; a recipe
+therefore gives the same metrics through both (up to run-to-run noise on a GPU).
+
+Where the work happens:
+- once per cache: decode + resize in worker processes (`open_cache`);
+- per batch, host side (in `workers` DataLoader processes, or in this process when 0):
+  gather the batch's uint8 rows from the memory-mapped file, draw the crops and flips;
+- CPU device: crop, flip and normalize each image on the host, with the reference path's
+  own functions (small per-image tensors stay in the CPU caches, which is faster than one
+  big batched pass on a CPU);
+- CUDA device: the uint8 batch goes to the GPU (pinned memory, non-blocking), then one gather
+  kernel crops and flips every view, and normalization runs on the GPU; `x` comes out in
+  channels_last layout (`x.flatten(0, 1)` is an NCHW tensor with channels_last strides).
+
+Unusable images (`ImageError` while building the cache) are recorded in the cache and
+reported in the `failed` list of their batch in *every* epoch, as the reference path does
+(which re-decodes them each epoch); a trainer counts unique failures. With `strict` the first
+one in the sample list raises before any batch is produced.
+
+Full-resolution specs (`resize: null`, MLSP) cannot be cached: for them `fast_batches` runs
+the reference path (decode every epoch) and says so once per process.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ImageError
+from .cache import ImageCache, can_cache, open_cache
+from .pipeline import (NORMALIZE, Batch, TransformSpec, apply_crops_flip, crop_params, epoch_order,
+                       item_generator, normalize, reference_batches, split_chunks)
+from .samples import Sample
+
+_warned_uncached = False
+
+
+def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool, seed: int,
+                 epoch: int = 0, device: str = "cpu", drop_last: bool = False, start_batch: int = 0,
+                 min_last: int = 1, cache_root=None, cache_key: dict, workers: int = 0, strict: bool = False,
+                 cache: ImageCache | None = None) -> Iterator[Batch]:
+    """Batches of one epoch from the pixel cache (built on first use). See the module docstring.
+
+    `cache_key` identifies the data (dataset, split, label checksums); `cache` may pass a cache
+    already opened with `open_cache` for these samples and `spec` (saves re-hashing the
+    sample list every epoch). `workers` are DataLoader processes for the host-side work, and
+    the decoding processes when the cache has to be built."""
+    device = str(device)
+    if not can_cache(spec):
+        yield from _uncached(samples, spec, batch_size, train=train, seed=seed, epoch=epoch, workers=workers,
+                             drop_last=drop_last, start_batch=start_batch, min_last=min_last, strict=strict)
+        return
+    if not samples:
+        return
+    if cache is None:
+        cache = open_cache(samples, spec, cache_key=cache_key, root=cache_root, workers=workers)
+    if strict and cache.failed:
+        i = min(cache.failed)
+        raise ImageError(samples[i].path, cache.failed[i] + " (--strict stops at the first unusable image)")
+    on_device = device.startswith("cuda")
+    chunks = split_chunks(epoch_order(len(samples), train, seed, epoch), batch_size, drop_last, min_last)
+    source = CachedBatches(cache, chunks[start_batch:], spec, train, seed, epoch, on_device)
+    if workers > 0:
+        items = torch.utils.data.DataLoader(source, batch_size=None, shuffle=False, num_workers=workers,
+                                            pin_memory=on_device, persistent_workers=False)
+    else:
+        items = (source[k] for k in range(len(source)))
+    for item in items:
+        yield to_device(item, spec, train, device) if on_device else Batch(*item)
+
+
+def _uncached(samples, spec, batch_size, *, strict, **kw) -> Iterator[Batch]:
+    global _warned_uncached
+    if not _warned_uncached:
+        print("fast path: full-resolution images (resize: null) cannot be cached; decoding every epoch "
+              "(reference path)", file=sys.stderr, flush=True)
+        _warned_uncached = True
+    for batch in reference_batches(samples, spec, batch_size, **kw):
+        if strict and batch.failed:
+            i, reason = batch.failed[0]
+            raise ImageError(samples[i].path, reason + " (--strict stops at the first unusable image)")
+        yield batch
+
+
+def draw_views(h: int, w: int, spec: TransformSpec, train: bool, rng: np.random.Generator):
+    """The crop corners and flips of one image, drawn exactly as `apply_crops_flip` draws them
+    (corners first, then one flip draw per view): ([(top, left)], [flip])."""
+    corners = crop_params(h, w, spec.crop, spec.crops, train, rng) if spec.crop else [(0, 0)]
+    if train and spec.flip:
+        return corners, [bool(rng.random() < 0.5) for _ in corners]
+    return corners, [False] * len(corners)
+
+
+class CachedBatches(torch.utils.data.Dataset):
+    """Item k = batch k of an epoch, host side. For the CPU: (x, index, failed), finished.
+    For a GPU: (uint8 rows (B, H, W, 3), corners (B, views, 2), flips (B, views), index,
+    failed), finished on the device by `to_device`."""
+
+    def __init__(self, cache: ImageCache, chunks: list[list[int]], spec: TransformSpec, train: bool, seed: int,
+                 epoch: int, on_device: bool):
+        self.cache, self.chunks, self.spec, self.train = cache, chunks, spec, train
+        self.seed, self.epoch, self.on_device = seed, epoch, on_device
+        self._pixels = None  # opened lazily, once per process
+
+    def __getstate__(self):  # a memmap must not travel to worker processes (it would be copied)
+        return {**self.__dict__, "_pixels": None}
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int):
+        if self._pixels is None:
+            self._pixels = self.cache.pixels()
+        chunk = self.chunks[k]
+        failed = [(i, self.cache.failed[i]) for i in chunk if i in self.cache.failed]
+        ok = [i for i in chunk if i not in self.cache.failed]
+        index = torch.tensor(ok, dtype=torch.long)
+        h, w = self.cache.shape
+        if self.on_device and ok:
+            # In the main process gather straight into pinned memory (DataLoader workers cannot
+            # pin; the loader's pin-memory thread does it for their batches).
+            pin = torch.utils.data.get_worker_info() is None and torch.cuda.is_available()
+            rows = torch.empty((len(ok), h, w, 3), dtype=torch.uint8, pin_memory=pin)
+            np.take(self._pixels, ok, axis=0, out=rows.numpy())
+        else:
+            rows = torch.from_numpy(np.take(self._pixels, ok, axis=0)) if ok else None
+        rngs = [item_generator(self.seed, self.epoch, i) for i in ok]
+        if not self.on_device:
+            if not ok:
+                return torch.empty(0), index, failed
+            views = [normalize(apply_crops_flip(img.permute(2, 0, 1)[None], self.spec, self.train, [rng])[0],
+                               self.spec.normalize) for img, rng in zip(rows, rngs)]
+            return torch.stack(views), index, failed
+        drawn = [draw_views(h, w, self.spec, self.train, rng) for rng in rngs]
+        n = len(drawn[0][0]) if drawn else 1
+        corners = torch.tensor([c for c, _ in drawn], dtype=torch.long).reshape(len(ok), n, 2)
+        flips = torch.tensor([f for _, f in drawn], dtype=torch.bool).reshape(len(ok), n)
+        if rows is None:
+            rows = torch.empty((0, h, w, 3), dtype=torch.uint8)
+        return rows, corners, flips, index, failed
+
+
+def to_device(item, spec: TransformSpec, train: bool, device: str) -> Batch:
+    """Finish a host batch on `device`: copy the uint8 rows, crop, flip, normalize."""
+    rows, corners, flips, index, failed = item
+    if not len(index):
+        return Batch(torch.empty(0, device=device), index, failed)
+    rows = rows.to(device, non_blocking=True)
+    x = augment(rows, corners.to(device, non_blocking=True), flips.to(device, non_blocking=True), spec, train)
+    return Batch(x, index, failed)
+
+
+def augment(rows: torch.Tensor, corners: torch.Tensor, flips: torch.Tensor, spec: TransformSpec,
+            train: bool) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> normalized float (B, views, 3, h, w) with channels_last strides.
+
+    One advanced-indexing gather takes every crop window (columns reversed for flipped views);
+    the normalization is the reference path's arithmetic element for element, so on the CPU
+    the result equals `apply_crops_flip` + `normalize` exactly."""
+    b, h, w, _ = rows.shape
+    if spec.crop or (train and spec.flip):
+        ch, cw = (spec.crop, spec.crop) if spec.crop else (h, w)
+        ar_h = torch.arange(ch, device=rows.device)
+        ar_w = torch.arange(cw, device=rows.device)
+        top = corners[:, :, 0, None] + ar_h  # (B, views, ch)
+        left = corners[:, :, 1, None] + torch.where(flips[:, :, None], cw - 1 - ar_w, ar_w)  # (B, views, cw)
+        batch = torch.arange(b, device=rows.device).view(b, 1, 1, 1)
+        x = rows[batch, top[:, :, :, None], left[:, :, None, :]]  # (B, views, ch, cw, 3)
+    else:
+        x = rows.unsqueeze(1)
+    mean, std = NORMALIZE[spec.normalize]
+    x = x.float().div_(255.0)
+    x = (x - x.new_tensor(mean)) / x.new_tensor(std)
+    return x.permute(0, 1, 4, 2, 3)

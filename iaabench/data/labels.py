@@ -1,0 +1,420 @@
+"""Shared parsing for the real label files: one place that knows how published files go wrong.
+
+The published label files come with CRLF or LF line ends, a UTF-8 byte-order mark now and then,
+blank lines at the end (the TANet `val.csv`), spaces after commas (the FLICKR-AES worker file)
+and file names holding `@` (TAD66K). Every reader here accepts all of those, and every row it
+cannot parse becomes `LabelFileError(path, line, message)` with the 1-based line number.
+
+`Problems` lets `iaabench data verify` collect every bad row instead of stopping at the first:
+a loader called with `errors=[...]` appends each `LabelFileError` there and skips the row; a
+loader called without it raises the first one. Structural faults (a missing file, a wrong
+header) always raise, because nothing after them would mean anything.
+
+The rest is what every loader does the same way: resolve the dataset folder, find the image
+folder, list it once to drop samples whose image is absent, and assemble `DatasetSplits`.
+Loaders never write into the dataset folder; the only file written is the optional parse
+cache under `paths.cache_dir()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import gc
+import math
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .. import paths
+from ..errors import ConfigError, DatasetNotFoundError, LabelFileError
+from .samples import DatasetSplits, Sample, Skipped, sha256_file
+
+#: Reasons of `Skipped` items, shared so that `verify` can count them by kind.
+MISSING_IMAGE = "missing image"
+DUPLICATE = "duplicate id"
+NO_VOTES = "no votes (all ten counts are 0)"
+
+#: How many examples an error message lists before saying "and N more".
+EXAMPLES = 5
+
+DATA_HINT = "set IAABENCH_DATA to the folder holding ava/, tad66k/ and flickr-aes/, or pass --data-root"
+
+_BOM = "\ufeff"
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class Problems:
+    """Raise the first malformed row, or collect every one of them (verify)."""
+
+    def __init__(self, collect: list | None = None):
+        self.collect = collect
+
+    def row(self, path: str | Path, line: int | None, message: str) -> None:
+        err = LabelFileError(path, line, message)
+        if self.collect is None:
+            raise err
+        self.collect.append(err)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a text label file, line `i + 1` at index `i`, without line ends.
+
+    Accepts LF, CRLF and lone CR line ends and a UTF-8 BOM. A file that is binary or not
+    UTF-8 text is a `LabelFileError` naming the line of the first bad byte.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if b"\x00" in data[:4096]:
+        raise LabelFileError(path, None, f"not a text file ({describe_binary(data)})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise LabelFileError(path, line, f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    if text.startswith(_BOM):
+        text = text[1:]
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def nonblank(lines: Sequence[str]) -> Iterable[tuple[int, str]]:
+    """(1-based line number, stripped line) for every line that is not blank."""
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if s:
+            yield i + 1, s
+
+
+def split_fields(line: str, sep: str | None) -> list[str]:
+    """Fields of one row: `sep=","` for CSV (spaces around fields and double quotes removed,
+    quoted commas kept), `sep=None` for whitespace-separated files."""
+    if sep is None:
+        return line.split()
+    if '"' in line:
+        fields = next(csv.reader([line], skipinitialspace=True))
+    else:
+        fields = line.split(sep)
+    return [f.strip() for f in fields]
+
+
+def normalize_header(fields: Sequence[str]) -> tuple[str, ...]:
+    return tuple(f.strip().strip('"').strip().lower() for f in fields)
+
+
+def read_table(path: Path, *, header: Sequence[str] | None, sep: str | None, ncols: int,
+               problems: Problems, what: str, expected_at: str | None = None
+               ) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every data row of a delimited label file.
+
+    `header`: the expected first row (compared without case, spaces or quotes); a different
+    first row means the wrong file was given, and the error says what the file looks like.
+    Rows with another number of fields than `ncols` are malformed rows (see `Problems`).
+    """
+    rows = []
+    first = True
+    for n, line in nonblank(read_lines(path)):
+        fields = split_fields(line, sep)
+        if first and header is not None:
+            first = False
+            if normalize_header(fields) != normalize_header(header):
+                raise wrong_file(path, what, f"header `{_show_header(header, sep)}`", expected_at)
+            continue
+        first = False
+        if len(fields) != ncols:
+            problems.row(path, n, f"expected {ncols} fields, found {len(fields)}: {line[:80]!r}")
+            continue
+        rows.append((n, fields))
+    if first and header is not None:
+        raise LabelFileError(path, None, f"empty file: expected {what} with header `{_show_header(header, sep)}`")
+    return rows
+
+
+def _show_header(header: Sequence[str], sep: str | None) -> str:
+    return ("," if sep == "," else " ").join(header)
+
+
+def parse_float(text: str, path: Path, line: int, what: str, problems: Problems,
+                lo: float | None = None, hi: float | None = None) -> float | None:
+    """A finite number within [lo, hi], or None after reporting the row."""
+    try:
+        v = float(text)
+    except ValueError:
+        problems.row(path, line, f"{what} is not a number: {text!r}")
+        return None
+    if not math.isfinite(v):
+        problems.row(path, line, f"{what} {text} is not a finite number")
+        return None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        problems.row(path, line, f"{what} {text} is outside {lo:g}..{hi:g}")
+        return None
+    return v
+
+
+def parse_int(text: str, path: Path, line: int, what: str, problems: Problems, lo: int = 0) -> int | None:
+    """A whole number >= lo, or None after reporting the row."""
+    try:
+        v = int(text)
+    except ValueError:
+        problems.row(path, line, f"{what} is not a whole number: {text!r}")
+        return None
+    if v < lo:
+        problems.row(path, line, f"{what} {v} is below {lo}")
+        return None
+    return v
+
+
+# ----------------------------------------------------------------------------- wrong files
+
+_AVA_ROW = re.compile(r"^\d+(\s+\d+){14}$")
+_JPGL_ROW = re.compile(r"^\d+$")
+_NAME_SCORE = re.compile(r"^\S+\.(jpe?g|png)\s+[-+0-9.eE]+$", re.IGNORECASE)
+
+
+def sniff(path: str | Path) -> str | None:
+    """What a label file looks like, from its first bytes and first non-blank line, so that an
+    error can say "this is AVA.txt, not TAD66K's merge/train.csv"; None when unrecognised."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if b"\x00" in head or head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n":
+        return describe_binary(head)
+    text = head.decode("utf-8", errors="replace").lstrip(_BOM)
+    first = next((ln.strip() for ln in text.replace("\r", "\n").split("\n") if ln.strip()), "")
+    if not first:
+        return "an empty file"
+    low = first.lower()
+    if _AVA_ROW.match(first):
+        return "AVA.txt (AVA labels: index, image id, 10 vote counts, 2 tags, challenge)"
+    if low.startswith("image_id,score2"):
+        return "a TANet AVA split CSV (image_id,score2..score11,tag1,tag2,tag3)"
+    if low.replace(" ", "") == "image,score":
+        return "a TAD66K label CSV (image,score)"
+    if '"' in first and "imagepair" in low and "," not in first:
+        return "a third party's normalised FLICKR-AES derivative (space-separated, quoted header), not an original FLICKR-AES file"
+    if low.replace(" ", "") == "worker,imagepair,score":
+        return "FLICKR-AES_image_labeled_by_each_worker.csv (FLICKR-AES per-worker ratings)"
+    if _NAME_SCORE.match(first):
+        return "FLICKR-AES_image_score.txt (FLICKR-AES `<image name> <score>` lines)"
+    if _JPGL_ROW.match(first):
+        return "an AVA image list (.jpgl: one image id per line)"
+    return None
+
+
+def describe_binary(head: bytes) -> str:
+    if head[:3] == b"\xff\xd8\xff":
+        return "a JPEG image"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "a PNG image"
+    if head[:2] == b"PK":
+        return "a zip archive: unpack it first"
+    if head[:2] == b"\x1f\x8b":
+        return "a gzip archive: unpack it first"
+    return "binary data"
+
+
+def wrong_file(path: Path, what: str, expected: str, expected_at: str | None = None) -> LabelFileError:
+    """The error for a label file whose first row is not what `what` starts with."""
+    looks = sniff(path)
+    msg = f"not {what}: expected {expected} on the first line"
+    if looks:
+        msg += f"; this file looks like {looks}"
+    hint = f"{what} is expected at {expected_at}" if expected_at else None
+    return LabelFileError(path, 1, msg, hint)
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def dataset_root(name: str, root: str | Path | None, expected: str) -> Path:
+    """The dataset folder: `root`, else `$IAABENCH_DATA/<name>`. `expected` names the file
+    that must be inside, for the message when the folder is unset or missing."""
+    if root is None:
+        base = paths.data_root()
+        if base is None:
+            raise DatasetNotFoundError(
+                f"no folder given for dataset '{name}': expected {expected} in $IAABENCH_DATA/{name}/, "
+                "but IAABENCH_DATA is not set", DATA_HINT)
+        root = base / name
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"dataset folder for '{name}' not found: {root} does not exist "
+                                   f"(expected {expected} in it)", DATA_HINT)
+    return root
+
+
+def locate(name: str) -> Path | None:
+    """`$IAABENCH_DATA/<name>` if it exists (for `iaabench datasets`)."""
+    base = paths.data_root()
+    if base is not None and (base / name).is_dir():
+        return base / name
+    return None
+
+
+def find_first(candidates: Sequence[Path], what: str, dataset: str) -> Path:
+    """The first existing path of `candidates`, else a message listing where we looked."""
+    for p in candidates:
+        if p.is_file():
+            return p
+    others = "" if len(candidates) == 1 else " (also looked at " + ", ".join(str(p) for p in candidates[1:]) + ")"
+    raise DatasetNotFoundError(f"{dataset}: {what} not found: expected {candidates[0]}{others}", DATA_HINT)
+
+
+def image_folder(images: str | Path | None, candidates: Sequence[Path], require: bool) -> Path:
+    """The image folder: `images` if given, else the first existing candidate.
+
+    With `require` (the default for loaders) a missing folder is an error; without it (labels
+    only) the first candidate is used to build the paths samples would have.
+    """
+    if images is not None:
+        folder = Path(images).expanduser()
+        if require and not folder.is_dir():
+            raise DatasetNotFoundError(f"image folder {folder} does not exist",
+                                       "pass the folder holding the image files, or read labels only "
+                                       "(require_images=False / `iaabench data verify --labels-only`)")
+        return folder
+    for c in candidates:
+        if c.is_dir():
+            return c
+    if require:
+        raise DatasetNotFoundError(
+            "image folder not found: expected " + " or ".join(str(c) for c in candidates),
+            "pass images=PATH (--images) for images kept elsewhere, or read labels only "
+            "(require_images=False / `iaabench data verify --labels-only`)")
+    return candidates[0]
+
+
+def relative_key(path: Path, root: Path) -> str:
+    """How a label file is named in records: relative to the dataset folder where it lies
+    inside it (so records from two machines compare), else its absolute path."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def checksums(files: Iterable[Path], root: Path) -> dict[str, str]:
+    return {relative_key(p, root): sha256_file(p) for p in files}
+
+
+def check_options(dataset: str, options: dict, allowed: dict[str, str]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"dataset '{dataset}': unknown option(s) {', '.join(unknown)}",
+                          "allowed: " + ", ".join(sorted(allowed)))
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def list_images(folder: Path) -> set[str]:
+    """The file names in `folder`, listed once (a stat per sample would be slow on 255k)."""
+    with os.scandir(folder) as it:
+        return {e.name for e in it if e.is_file()}
+
+
+def drop_missing_images(splits: dict[str, list[Sample]], folder: Path, strict: bool,
+                        dataset: str) -> tuple[dict[str, list[Sample]], list[Skipped]]:
+    """Keep the samples whose image file is in `folder`; the others become
+    `Skipped(<expected path>, "missing image")`, or an error under `strict`.
+
+    A file whose name differs only in case (`1234.JPG` for `1234.jpg`) is accepted and the
+    sample's path points at it.
+    """
+    names = list_images(folder)
+    lower: dict[str, str] | None = None
+    kept: dict[str, list[Sample]] = {}
+    skipped: list[Skipped] = []
+    for split, samples in splits.items():
+        out = []
+        for s in samples:
+            name = s.path.name
+            if name in names:
+                out.append(s)
+                continue
+            if lower is None:
+                lower = {n.lower(): n for n in names}
+            actual = lower.get(name.lower())
+            if actual is not None:
+                out.append(dataclasses.replace(s, path=s.path.with_name(actual)))
+            else:
+                skipped.append(Skipped(str(s.path), MISSING_IMAGE))
+        kept[split] = out
+    if skipped and strict:
+        first = ", ".join(k.where for k in skipped[:EXAMPLES])
+        more = f" and {len(skipped) - EXAMPLES} more" if len(skipped) > EXAMPLES else ""
+        raise DatasetNotFoundError(f"{dataset}: {len(skipped)} image(s) listed in the labels are missing: "
+                                   f"{first}{more}", "without --strict they are skipped and recorded")
+    for split in ("test",):
+        if splits.get(split) and not kept.get(split):
+            example = splits[split][0].path
+            raise DatasetNotFoundError(
+                f"{dataset}: none of the {len(splits[split])} {split} images is in {folder} "
+                f"(for example {example.name} is not there)",
+                "is this the right image folder? pass images=PATH (--images)")
+    return kept, skipped
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while building hundreds of thousands of samples:
+    they hold no cycles, and the collector's repeated full passes over them would otherwise
+    double the time a 255k-row load takes."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class Dedupe:
+    """Keeps the first row of each id and records the later ones as `Skipped`."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}
+        self.skipped: list[Skipped] = []
+
+    def keep(self, image_id: str, where: str) -> bool:
+        prev = self.first.get(image_id)
+        if prev is None:
+            self.first[image_id] = where
+            return True
+        self.skipped.append(Skipped(where, f"{DUPLICATE} {image_id} (first at {prev})"))
+        return False
+
+
+def strict_check(skipped: list[Skipped], dataset: str) -> None:
+    """Under `strict`, anything a loader would skip is an error instead."""
+    if not skipped:
+        return
+    first = skipped[0]
+    where, _, line = first.where.rpartition(":")
+    more = f" ({len(skipped) - 1} more rows would be skipped)" if len(skipped) > 1 else ""
+    if line.isdigit():
+        raise LabelFileError(where, int(line), f"{first.reason}{more}", "without --strict such rows are skipped and recorded")
+    raise LabelFileError(first.where, None, f"{first.reason}{more}", "without --strict such rows are skipped and recorded")
+
+
+def finish(*, dataset: str, scale: tuple[float, float], split: str, splits: dict[str, list[Sample]],
+           manifest: dict, label_files: dict[str, str], skipped: list[Skipped], root: Path,
+           folder: Path, require_images: bool, strict: bool, themes: list[str] | None = None) -> DatasetSplits:
+    """Check images (unless labels only), apply `strict`, and assemble the result."""
+    if strict:
+        strict_check(skipped, dataset)
+    if require_images:
+        splits, missing = drop_missing_images(splits, folder, strict, dataset)
+        skipped = skipped + missing
+    return DatasetSplits(dataset=dataset, scale=scale, split=split, splits=splits, manifest=manifest,
+                         label_files=label_files, skipped=skipped, themes=themes, root=root)

@@ -1,0 +1,94 @@
+"""NIMA: Neural Image Assessment (Talebi & Milanfar, IEEE TIP 2018).
+https://arxiv.org/abs/1709.05424
+
+An ImageNet classifier whose last layer is replaced by Dropout(0.75) -> Linear(10) -> softmax:
+a distribution over ratings 1..10, trained with the EMD loss (r = 2, per image, then averaged).
+The mean and standard deviation of that distribution are the predicted score and its spread.
+
+Backbones: MobileNetV2 (the default), VGG-16, and Inception. The paper's "Inception-v2"
+(BN-Inception) has no ImageNet weights in torchvision or timm; torchvision's Inception-v3 stands
+in for it: the same family's next version (factorised convolutions + BatchNorm), which is what
+public re-implementations use when they say "Inception". This is recorded in the card.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..registry import register_model
+from . import backbones
+from .base import IAAModel
+
+PAPER = "Talebi & Milanfar, NIMA: Neural Image Assessment, IEEE TIP 2018"
+
+
+class NIMA(IAAModel):
+    head = "dist"
+
+    def __init__(self, trunk: nn.Module, features: int, dropout: float = 0.75):
+        super().__init__()
+        self.trunk = trunk  # image -> (B, features)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 10), nn.Softmax(dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.trunk(x))
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"backbone": list(self.trunk.parameters()), "head": list(self.classifier.parameters())}
+
+    @staticmethod
+    def std(dist: torch.Tensor) -> torch.Tensor:
+        """Standard deviation of the predicted rating distribution (on the 1-10 scale)."""
+        bins = torch.arange(1, 11, dtype=dist.dtype, device=dist.device)
+        mean = (dist * bins).sum(1, keepdim=True)
+        return ((dist * (bins - mean) ** 2).sum(1)).sqrt()
+
+
+class _Pooled(nn.Module):
+    """features -> global average pool -> flatten (MobileNetV2's own classifier input)."""
+
+    def __init__(self, features: nn.Module):
+        super().__init__()
+        self.features = features
+
+    def forward(self, x):
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1)
+
+
+def _mobilenet_v2(pretrained):
+    return _Pooled(backbones.mobilenet_v2(pretrained).features), 1280
+
+
+def _vgg16(pretrained):
+    net = backbones.vgg16(pretrained)
+    net.classifier = net.classifier[:-1]  # keep fc6, fc7 (and their ReLU/Dropout); drop the 1000-way layer
+    return net, 4096
+
+
+def _inception_v3(pretrained):
+    net = backbones.inception_v3(pretrained)
+    net.dropout = nn.Identity()  # NIMA's own Dropout(0.75) replaces the classifier's
+    net.fc = nn.Identity()
+    return net, 2048
+
+
+def _build(trunk_fn, head: str, pretrained: str | None = "default", dropout: float = 0.75) -> NIMA:
+    trunk, n = trunk_fn(pretrained)
+    return NIMA(trunk, n, dropout)
+
+
+@register_model("nima", family="nima", paper=PAPER, heads=("dist",),
+                description="NIMA on ImageNet MobileNetV2 (the default variant)")
+def nima(head="dist", pretrained="default", **kw):
+    return _build(_mobilenet_v2, head, pretrained, **kw)
+
+
+@register_model("nima-vgg16", family="nima", paper=PAPER, heads=("dist",), description="NIMA on ImageNet VGG-16")
+def nima_vgg16(head="dist", pretrained="default", **kw):
+    return _build(_vgg16, head, pretrained, **kw)
+
+
+@register_model("nima-inception", family="nima", paper=PAPER, heads=("dist",),
+                description="NIMA on ImageNet Inception-v3, standing in for the paper's Inception-v2")
+def nima_inception(head="dist", pretrained="default", **kw):
+    return _build(_inception_v3, head, pretrained, **kw)

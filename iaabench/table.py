@@ -1,0 +1,182 @@
+"""The leaderboard: for each model x dataset x metric, the reproduced value (newest record)
+with its 95% CI, beside the value the paper reported and the difference.
+
+A reported number on another split than the run's is shown with its split and never
+differenced or ranked against the run (`other split`), so numbers from different splits are
+never mixed silently.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass
+
+from .cards import load_card
+from .errors import IAAError
+from .paths import results_dir
+from .protocol import load_protocol
+from .registry import list_models, model_info
+from .results import atomic_write_text, read_records
+
+
+@dataclass
+class Cell:
+    model: str
+    dataset: str
+    metric: str
+    value: float | None = None
+    ci: list[float] | None = None
+    run_split: str | None = None
+    run_id: str | None = None
+    reported: float | None = None
+    reported_split: str | None = None
+    source: str | None = None
+
+    @property
+    def diff(self) -> float | None:
+        if self.value is None or self.reported is None or self.reported_split != self.run_split:
+            return None
+        return self.value - self.reported
+
+    def status(self, tolerance: dict[str, float]) -> str:
+        if self.value is None:
+            return "not run"
+        if self.reported is None:
+            return "no reported number"
+        if self.reported_split != self.run_split:
+            return "other split"
+        tol = tolerance.get(self.metric)
+        if tol is None:
+            return "no tolerance"
+        return "reproduced" if abs(self.diff) <= tol else "not reproduced"
+
+
+def newest_records() -> dict[tuple[str, str], dict]:
+    newest: dict[tuple[str, str], dict] = {}
+    for _, rec in read_records():
+        key = (rec["model"], rec["dataset"])
+        if key not in newest or rec["created"] > newest[key]["created"]:
+            newest[key] = rec
+    return newest
+
+
+def reported_numbers(model: str) -> list[dict]:
+    try:
+        return [r for r in load_card(model_info(model).family).reported if r["model"] == model]
+    except IAAError:
+        return []
+
+
+def cells() -> tuple[list[str], list[tuple[str, str]], dict[tuple[str, str, str], Cell]]:
+    """(rows, columns (dataset, metric), cells) of the leaderboard."""
+    protocol = load_protocol()
+    records = newest_records()
+    known = set(list_models())
+    rows = [m for m in protocol.leaderboard_models if m in known]
+    rows += sorted({m for m, _ in records if m not in rows})
+    cols = [(d, m) for d in protocol.leaderboard_datasets for m in protocol.dataset(d).leaderboard_metrics]
+    out = {}
+    for model in rows:
+        reported = reported_numbers(model) if model in known else []
+        for d, metric in cols:
+            c = Cell(model, d, metric)
+            rec = records.get((model, d))
+            if rec and metric in rec["metrics"]:
+                c.value, c.ci = rec["metrics"][metric].get("value"), rec["metrics"][metric].get("ci95")
+                c.run_split, c.run_id = rec["split"]["name"], rec["run_id"]
+            same = [r for r in reported if r["dataset"] == d and r["metric"] == metric]
+            if same:
+                pick = next((r for r in same if r["split"] == (c.run_split or protocol.dataset(d).split)), same[0])
+                c.reported, c.reported_split, c.source = float(pick["value"]), pick["split"], pick["source"]
+            out[(model, d, metric)] = c
+    return rows, cols, out
+
+
+def _fmt(c: Cell) -> tuple[str, str, str]:
+    v = "-" if c.value is None else f"{c.value:.3f}" + (f" [{c.ci[0]:.3f}, {c.ci[1]:.3f}]" if c.ci else "")
+    if c.reported is None:
+        r = ""
+    elif c.reported_split != c.run_split and c.value is not None:
+        r = f"{c.reported:.3f} ({c.reported_split} split)"
+    else:
+        r = f"{c.reported:.3f}" + ("" if c.value is not None else f" ({c.reported_split})")
+    d = "" if c.diff is None else f"{c.diff:+.3f}"
+    return v, r, d
+
+
+def matrix() -> tuple[list[str], list[list[str]]]:
+    rows, cols, cs = cells()
+    header = ["model"]
+    for d, m in cols:
+        header += [f"{d} {m}", f"{d} {m} reported", f"{d} {m} diff"]
+    body = []
+    for model in rows:
+        line = [model]
+        for d, m in cols:
+            line += list(_fmt(cs[(model, d, m)]))
+        body.append(line)
+    return header, body
+
+
+def render(fmt: str = "md") -> str:
+    header, body = matrix()
+    if fmt in ("md", "terminal"):
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(x or " " for x in row) + " |" for row in body]
+        return "\n".join(out) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([header] + body)
+        return buf.getvalue()
+    if fmt == "latex":
+        esc = lambda s: s.replace("_", r"\_").replace("%", r"\%")  # noqa: E731
+        out = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", " & ".join(map(esc, header)) + r" \\", r"\hline"]
+        out += [" & ".join(esc(x) for x in row) + r" \\" for row in body]
+        return "\n".join(out + [r"\end{tabular}"]) + "\n"
+    if fmt == "html":
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>" for row in body)
+        return f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>{trs}</tbody>\n</table>\n"
+    raise IAAError(f"--format {fmt}: expected one of terminal, md, csv, latex, html")
+
+
+def print_terminal(console) -> None:
+    from rich.table import Table
+
+    rows, cols, cs = cells()
+    for d in dict.fromkeys(d for d, _ in cols):
+        t = Table(title=f"{d} (reproduced [95% CI] | reported | difference)")
+        t.add_column("model")
+        metrics = [m for dd, m in cols if dd == d]
+        for m in metrics:
+            t.add_column(m)
+        for model in rows:
+            parts = []
+            for m in metrics:
+                v, r, df = _fmt(cs[(model, d, m)])
+                parts.append(" | ".join(x for x in (v, r, df) if x))
+            if any(p != "-" for p in parts):
+                t.add_row(model, *parts)
+        console.print(t)
+
+
+def write_leaderboard() -> str:
+    """results/leaderboard.md, generated from the records and the cards (never edited by hand)."""
+    protocol = load_protocol()
+    text = ("# Leaderboard\n\nGenerated by `iaabench table` from the records in `results/` and the reported "
+            "numbers in `baselines/`. Each cell: reproduced value [95% bootstrap CI], the reported value "
+            "(with its split when it differs from the run's: such numbers are not comparable), and the "
+            "difference where the splits match.\n\n" + render("md"))
+    rows, cols, cs = cells()
+    sources = sorted({(c.model, c.dataset, c.metric, c.reported_split, c.source) for c in cs.values() if c.source})
+    if sources:
+        text += "\nReported numbers and their sources:\n\n" + "\n".join(
+            f"- {m}, {d} ({s} split), {k}: {src}" for m, d, k, s, src in sources) + "\n"
+    statuses = [(c, c.status(protocol.reproduce_tolerance)) for c in cs.values()]
+    text += "\nStatus per cell with a reported number: " + ", ".join(
+        f"{k}: {sum(1 for _, s in statuses if s == k)}" for k in
+        ("reproduced", "not reproduced", "other split", "not run")) + ".\n"
+    path = results_dir() / "leaderboard.md"
+    atomic_write_text(path, text)
+    return str(path)

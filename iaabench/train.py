@@ -1,0 +1,213 @@
+"""Training: the recipe's optimizer (one learning rate per named parameter group), schedule
+and loss; a validation split chooses the checkpoint; a checkpoint every epoch; resumable.
+
+Determinism: the model is initialised under `torch.manual_seed(seed)`, every epoch reseeds
+torch from (seed, epoch) and draws its order and augmentations from (seed, epoch, image), so
+a run resumed from the checkpoint of epoch k continues exactly as the uninterrupted run would
+have (on the CPU; CUDA kernels are not bitwise deterministic).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .cards import Recipe
+from .data.pipeline import Batch, TransformSpec, reference_batches
+from .data.samples import Sample
+from .errors import ConfigError, ImageError, IAAError
+from .losses import get_loss
+from .models.base import IAAModel
+
+BatchesFn = Callable[..., Iterator[Batch]]
+
+
+def autocast(device: str):
+    """bf16 autocast on CUDA; a no-op on the CPU (one code path for every precision)."""
+    if device.startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def targets(samples: Sequence[Sample], index: torch.Tensor, scale_max: float, device: str):
+    """(unit-scale scores (B,), normalized vote histograms (B, 10) or None) for a batch."""
+    chosen = [samples[i] for i in index.tolist()]
+    score = torch.tensor([s.score / scale_max for s in chosen], dtype=torch.float32, device=device)
+    if all(s.votes is not None for s in chosen):
+        v = torch.tensor([s.votes for s in chosen], dtype=torch.float32, device=device)
+        return score, v / v.sum(1, keepdim=True)
+    return score, None
+
+
+def flatten_crops(x: torch.Tensor, device: str) -> torch.Tensor:
+    """(B, crops, C, H, W) -> (B * crops, C, H, W) on `device` (channels_last on CUDA)."""
+    x = x.reshape(-1, *x.shape[2:]).to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") else x
+
+
+def build_optimizer(model: IAAModel, recipe: Recipe) -> torch.optim.Optimizer:
+    groups = model.param_groups()
+    missing = sorted(set(groups) - set(recipe.lr))
+    extra = sorted(set(recipe.lr) - set(groups))
+    if missing or extra:
+        raise ConfigError(
+            f"recipe '{recipe.name}': its lr groups {sorted(recipe.lr)} do not match the model's parameter "
+            f"groups {sorted(groups)}" + (f"; missing: {missing}" if missing else "") + (f"; unknown: {extra}" if extra else ""))
+    params = [{"params": [p for p in ps if p.requires_grad], "lr": recipe.lr[g], "name": g}
+              for g, ps in groups.items()]
+    params = [g for g in params if g["params"]]
+    o = recipe.optimizer
+    wd = float(o.get("weight_decay", 0.0))
+    if o["name"] == "sgd":
+        return torch.optim.SGD(params, lr=0.0, momentum=float(o.get("momentum", 0.0)), weight_decay=wd,
+                               nesterov=bool(o.get("nesterov", False)))
+    cls = torch.optim.AdamW if o["name"] == "adamw" else torch.optim.Adam
+    return cls(params, lr=0.0, weight_decay=wd, betas=tuple(o.get("betas", (0.9, 0.999))))
+
+
+def build_scheduler(opt: torch.optim.Optimizer, recipe: Recipe):
+    s = recipe.schedule
+    if s["name"] == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=int(s["every"]), gamma=float(s["gamma"]))
+    if s["name"] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(s["milestones"]), gamma=float(s["gamma"]))
+    return None
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, 104729]).generate_state(1)[0])
+
+
+@dataclass
+class TrainOutcome:
+    history: list[dict]
+    best_epoch: int | None
+    failed: dict[str, str] = field(default_factory=dict)  # image path -> reason
+    resumed_from: int | None = None
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save to a temporary file, then an atomic rename: a kill never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    from .weights import safe_load
+
+    return safe_load(path)
+
+
+def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequence[Sample], recipe: Recipe, *,
+          scale_max: float, device: str, seed: int, run_dir: Path, resume: bool = False, strict: bool = False,
+          batches: BatchesFn = reference_batches, workers: int = 0, progress=None,
+          evaluate_fn: Callable | None = None) -> TrainOutcome:
+    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+    import time
+
+    from .evaluate import predict
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loss_fn = get_loss(recipe.loss)
+    model.to(device)
+    if device.startswith("cuda"):
+        model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model, recipe)
+    sched = build_scheduler(opt, recipe)
+    out = TrainOutcome(history=[], best_epoch=None)
+    best = -float("inf")
+    start = 0
+    last = run_dir / "last.pt"
+    if resume and last.is_file():
+        ck = load_checkpoint(last)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if sched is not None and ck.get("scheduler"):
+            sched.load_state_dict(ck["scheduler"])
+        start, out.history, out.best_epoch = ck["epoch"] + 1, ck["history"], ck["best_epoch"]
+        out.failed, best = dict(ck.get("failed", {})), ck["best_score"]
+        out.train_seconds, out.images_seen = ck.get("train_seconds", 0.0), ck.get("images_seen", 0)
+        out.resumed_from = ck["epoch"]
+
+    task = progress.add_task("train", total=max(recipe.epochs - start, 0) * max(len(train_samples) // recipe.batch_size, 1)) \
+        if progress else None
+    for epoch in range(start, recipe.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(epoch_seed(seed, epoch))
+        model.train()
+        losses = []
+        for batch in batches(train_samples, recipe.train_transforms, recipe.batch_size, train=True, seed=seed,
+                             epoch=epoch, workers=workers, drop_last=True, device=device):
+            _record_failures(batch, train_samples, out.failed, strict)
+            if len(batch.index) < 2:
+                continue
+            crops = batch.x.shape[1]
+            score_t, dist_t = targets(train_samples, batch.index, scale_max, device)
+            if crops > 1:  # each crop is a training sample with its image's label
+                score_t = score_t.repeat_interleave(crops)
+                dist_t = dist_t.repeat_interleave(crops, 0) if dist_t is not None else None
+            with autocast(device):
+                pred = model.predict(model(flatten_crops(batch.x, device)))
+            loss = loss_fn(_float(pred), score_t, dist_t)
+            if not torch.isfinite(loss):
+                raise IAAError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()}",
+                               "lower the learning rates (--lr group=value)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            out.images_seen += len(batch.index) * crops
+            if progress:
+                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f}")
+        if sched is not None:
+            sched.step()
+        out.train_seconds += time.perf_counter() - t0
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
+        if val_samples:
+            vp, vfailed = predict(model, val_samples, recipe.test_transforms, recipe.eval_batch_size,
+                                  scale_max=scale_max, device=device, seed=seed, batches=batches, workers=workers, strict=strict)
+            out.failed.update({str(val_samples[i].path): r for i, r in vfailed})
+            from .metrics import srcc
+
+            entry["val_srcc"] = float(srcc(vp.true, vp.pred))
+            entry["val_mse_unit"] = float(np.mean((vp.true - vp.pred) ** 2) / scale_max ** 2)
+            score = entry["val_srcc"] if np.isfinite(entry["val_srcc"]) else -entry["val_mse_unit"]
+        else:
+            score = -entry["train_loss"] if entry["train_loss"] is not None else 0.0
+        out.history.append(entry)
+        if score > best:
+            best, out.best_epoch = score, epoch + 1
+            save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
+        save_checkpoint(last, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None, "epoch": epoch,
+            "history": out.history, "best_epoch": out.best_epoch, "best_score": best, "failed": out.failed,
+            "recipe": recipe.to_dict(), "seed": seed, "train_seconds": out.train_seconds,
+            "images_seen": out.images_seen})
+    if (run_dir / "best.pt").is_file():
+        model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    return out
+
+
+def _float(pred):
+    from .models.base import Prediction
+
+    return Prediction(pred.score.float(), pred.dist.float() if pred.dist is not None else None)
+
+
+def _record_failures(batch: Batch, samples: Sequence[Sample], failed: dict[str, str], strict: bool) -> None:
+    for i, reason in batch.failed:
+        path = str(samples[i].path)
+        if strict:
+            raise ImageError(path, reason + " (--strict stops at the first unusable image)")
+        failed[path] = reason

@@ -1,0 +1,101 @@
+"""benchmark.yaml and the baseline cards: valid as committed, and bad ones are refused with
+a message naming the bad key."""
+import shutil
+
+import pytest
+import yaml
+
+from iaabench.cards import all_cards, load_card
+from iaabench.errors import ConfigError
+from iaabench.protocol import default_path, load_protocol
+from iaabench.registry import list_datasets, list_models, model_info
+
+
+def test_committed_protocol_is_valid_and_consistent():
+    p = load_protocol()
+    datasets = set(list_datasets())
+    models = set(list_models())
+    assert set(p.datasets) <= datasets, "every protocol dataset is registered"
+    assert set(p.leaderboard_models) <= models
+    for pin in p.pinned:
+        assert pin.model in models and pin.dataset in datasets
+
+
+def _write_protocol(tmp_path, mutate):
+    d = yaml.safe_load(default_path().read_text())
+    mutate(d)
+    path = tmp_path / "benchmark.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda d: d["datasets"]["tad66k"].pop("threshold"), "datasets.tad66k: missing key 'threshold'"),
+    (lambda d: d["datasets"]["tad66k"].update(metrics=["srcc", "spearman"]), "unknown metric 'spearman'"),
+    (lambda d: d["datasets"]["ava"].update(colour="red"), "datasets.ava.colour: unknown key"),
+    (lambda d: d.update(version=2), "version: expected 1"),
+    (lambda d: d["leaderboard"].update(datasets=["nope"]), "leaderboard.datasets: 'nope'"),
+    (lambda d: d["pinned"].append({"model": "nima", "dataset": "x", "tolerance": {}}), "pinned[1].dataset"),
+])
+def test_malformed_protocol_names_the_key(tmp_path, mutate, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_protocol(_write_protocol(tmp_path, mutate))
+
+
+def test_protocol_that_is_not_yaml(tmp_path):
+    p = tmp_path / "benchmark.yaml"
+    p.write_text("datasets: [unclosed\n")
+    with pytest.raises(ConfigError, match="benchmark.yaml:2: not valid YAML"):
+        load_protocol(p)
+
+
+def test_every_card_validates_and_every_model_has_its_variant():
+    cards = {c.family: c for c in all_cards()}
+    for name in list_models():
+        info = model_info(name)
+        assert info.family in cards, f"{name}: no card baselines/{info.family}.yaml"
+        assert name in cards[info.family].variants, f"{name} is not listed under variants of its card"
+    for card in cards.values():
+        for variant in card.variants:
+            assert variant in list_models(), f"{card.family}: variant {variant} is not registered"
+        for row in card.reported:
+            assert row["source"].strip(), "every reported number names its source"
+
+
+def test_every_recipe_matches_its_models_parameter_groups():
+    """A recipe's lr groups must be exactly the model's parameter groups (checked for the
+    recipes a model is mapped to by `recipe_for`)."""
+    import iaabench
+
+    for card in all_cards():
+        for variant in card.variants:
+            info = model_info(variant)
+            for dataset, recipe_name in card.data.get("recipe_for", {}).items():
+                r = card.recipe(recipe_name)
+                head = r.head or info.heads[0]
+                if head not in info.heads:
+                    continue
+                m = iaabench.create_model(variant, head=head, pretrained="none", **r.options)
+                assert set(m.param_groups()) == set(r.lr), f"{variant} / {recipe_name}"
+
+
+def test_malformed_card_names_the_key(tmp_path, monkeypatch):
+    import iaabench.cards as cards
+
+    src = cards.cards_dir() / "nima.yaml"
+    d = yaml.safe_load(src.read_text())
+    d["recipes"]["quick"]["optimizer"]["name"] = "lion"
+    (tmp_path / "nima.yaml").write_text(yaml.safe_dump(d))
+    monkeypatch.setattr(cards, "cards_dir", lambda: tmp_path)
+    load_card.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"recipes.quick.optimizer.name: 'lion'"):
+            load_card("nima")
+        d["recipes"]["quick"]["base"] = "quick-ava"
+        d["recipes"]["quick"]["optimizer"]["name"] = "adam"
+        (tmp_path / "nima.yaml").write_text(yaml.safe_dump(d))
+        load_card.cache_clear()
+        with pytest.raises(ConfigError, match="chain loops"):
+            load_card("nima")
+    finally:
+        load_card.cache_clear()
