@@ -1,6 +1,7 @@
 """The Python API: build a model, load a dataset, list what is registered."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from .registry import dataset_info, list_datasets, list_models, model_info  # noqa: F401
@@ -21,10 +22,19 @@ def create_model(name: str, head: str | None = None, pretrained: str | None = "d
     head = head or info.heads[0]
     if head not in info.heads:
         raise ConfigError(f"model '{name}' has no '{head}' head (it has: {', '.join(info.heads)})")
+    accepted = inspect.signature(info.builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ConfigError(f"model '{name}' takes no option {unknown[0]!r}",
+                              f"its options: {', '.join(k for k in accepted if k not in ('head', 'pretrained'))}")
     model = info.builder(head=head, pretrained="none" if weights else pretrained, **kwargs)
     model.registered_name = name
     if weights:
-        load_into(model, extract_state_dict(safe_load(weights), weights), weights)
+        state = extract_state_dict(safe_load(weights), weights)
+        if hasattr(model, "check_state_dict"):  # a model's own, more specific diagnosis
+            model.check_state_dict(state, weights)
+        load_into(model, state, weights)
     return model
 
 

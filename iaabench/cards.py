@@ -84,8 +84,11 @@ class Card:
     def title(self) -> str:
         return self.data.get("title", self.family)
 
-    def recipe_name_for(self, dataset: str) -> str:
-        mapping = self.data.get("recipe_for", {})
+    def recipe_name_for(self, dataset: str, model: str | None = None) -> str:
+        """The recipe a model trains with on `dataset`: the variant's own `recipe_for` first,
+        then the card's."""
+        variant = self.variants.get(model) or {} if model else {}
+        mapping = {**self.data.get("recipe_for", {}), **(variant.get("recipe_for") or {})}
         if dataset in mapping:
             return mapping[dataset]
         raise ConfigError(f"{self.path}: no recipe for dataset '{dataset}' (recipe_for has: {', '.join(mapping)})",

@@ -71,12 +71,17 @@ def rerun_pinned(only: list[str] | None, device: str, log=print) -> list[tuple[s
             continue
         name = f"{p.model} on {p.dataset} (seed {p.seed})"
         ref = committed.get((p.model, p.dataset))
+        if ref is not None and ref.get("dataset_options", {}) != p.options:
+            out.append((name, f"the committed record was made with dataset options {ref.get('dataset_options')}, "
+                              f"the pinned run uses {p.options}: re-run and commit it", False))
+            continue
         if ref is None:
             out.append((name, "no committed record to compare with (run it and commit the record)", False))
             continue
         with tempfile.TemporaryDirectory(prefix="iaabench-check-") as tmp:
             log(f"re-running {name} ...")
             rec, _ = execute(RunConfig(model=p.model, dataset=p.dataset, seed=p.seed, recipe=p.recipe or None,
+                                       dataset_options=dict(p.options),
                                        device=device, results_root=Path(tmp), pretrained=ref["provenance"].get("pretrained")),
                              log=log)
         bad, parts = [], []

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -243,7 +244,7 @@ def parity(
     if as_json:
         sys.stdout.write(json.dumps(results, indent=1) + "\n")
     else:
-        console.print(format_parity(results))
+        console.print(format_parity(results), soft_wrap=True, markup=False, highlight=False)
     failed = [r for r in results if r.get("passed") is False]
     raise typer.Exit(1 if failed else 0)
 
@@ -271,7 +272,8 @@ def make_synthetic(
     out: Path = typer.Option(..., help="Folder to write the dataset into."),
     n: Optional[int] = typer.Option(None, help="Number of images (default: the registered size)."),
     seed: int = typer.Option(0),
-    force: bool = typer.Option(False, help="Replace an existing folder."),
+    force: bool = typer.Option(False, help="Replace a synthetic dataset already in that folder "
+                                           "(other folders are never deleted)."),
 ):
     """Write a synthetic dataset in the real dataset's published layout."""
     from .data.synthetic import make_synthetic as make
@@ -298,7 +300,7 @@ def verify(
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
     else:
-        console.print(format_report(report))
+        console.print(format_report(report), soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(0 if report.get("usable") else 1)
 
 
@@ -306,9 +308,10 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except IAAError as e:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {e.message}", highlight=False)
+        err = Console(stderr=True, soft_wrap=True, highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(e.message)}")
         if e.hint:
-            Console(stderr=True).print(f"  [cyan]hint:[/cyan] {e.hint}", highlight=False)
+            err.print(f"  [cyan]hint:[/cyan] {escape(e.hint)}")
         sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; `--resume` continues from the last checkpoint")

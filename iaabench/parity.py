@@ -116,9 +116,9 @@ def calibrate_batchnorm(model: nn.Module, size: int = 224) -> None:
 # --- running the cases ---
 
 def _shape_differences(expected: dict[str, list[int]], own: dict[str, torch.Tensor]) -> list[str]:
-    diffs = [f"missing in model: {k} {list(s)}" for k, s in expected.items() if k not in own]
-    diffs += [f"not in reference: {k} {list(v.shape)}" for k, v in own.items() if k not in expected]
-    diffs += [f"shape of {k}: reference {list(expected[k])}, model {list(v.shape)}"
+    diffs = [f"missing in model: {k} {tuple(s)}" for k, s in expected.items() if k not in own]
+    diffs += [f"not in reference: {k} {tuple(v.shape)}" for k, v in own.items() if k not in expected]
+    diffs += [f"shape of {k}: reference {tuple(expected[k])}, model {tuple(v.shape)}"
               for k, v in own.items() if k in expected and list(v.shape) != list(expected[k])]
     return diffs
 
@@ -132,8 +132,8 @@ def _max_diff(mine: torch.Tensor, ref) -> tuple[float | None, str | None]:
 
 
 def _build(entry: str, data: dict):
-    """The filled, calibrated model of one entry, or a result row saying why there is none."""
-    from .registry import list_models, model_info
+    """(the filled, calibrated model of one entry, []), or (None, its state_dict differences)."""
+    from .registry import model_info
 
     name, head = ENTRIES[entry]
     model = model_info(name).builder(head=head, pretrained="none")
@@ -177,11 +177,12 @@ def run_parity(cases_path: str | Path, atol: float | None = None, only: list[str
     registered = set(list_models())
     results: list[dict] = []
     for entry, data in cases.items():
-        if only and entry not in only:
-            continue
+        if entry.startswith("_") or (only and entry not in only):
+            continue  # "_source" and the like are notes, not entries
         base = {"entry": entry, "model": None, "head": None, "atol": None, "reason": None}
         if entry not in ENTRIES:
-            results.append({**base, "status": "skipped", "passed": None, "reason": "skipped: no model known for this entry"})
+            results.append({**base, "status": "skipped", "passed": None,
+                            "reason": "skipped: no model known for this entry"})
             continue
         name, head = ENTRIES[entry]
         tol = float(atol if atol is not None else data.get("atol", 1e-4))

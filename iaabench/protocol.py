@@ -30,6 +30,7 @@ class Pinned:
     seed: int
     tolerance: dict[str, float]
     recipe: str | None = None
+    options: dict = field(default_factory=dict)  # dataset loader options (e.g. a synthetic size n)
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,12 @@ def load_protocol(path: Path | None = None) -> Protocol:
     pinned = []
     for i, p in enumerate(d["pinned"] or []):
         where = f"{w}: pinned[{i}]"
-        check_keys(p, where, {"model", "dataset", "tolerance"}, {"seed", "recipe"})
+        check_keys(p, where, {"model", "dataset", "tolerance"}, {"seed", "recipe", "options"})
         if p["dataset"] not in datasets:
             raise ConfigError(f"{where}.dataset: '{p['dataset']}' has no entry under datasets")
         tol = check_keys(p["tolerance"], f"{where}.tolerance")
         pinned.append(Pinned(p["model"], p["dataset"], int(p.get("seed", 0)),
-                             {k: float(v) for k, v in tol.items()}, p.get("recipe")))
+                             {k: float(v) for k, v in tol.items()}, p.get("recipe"), dict(p.get("options") or {})))
     tol = check_keys(d["tolerances"], f"{w}: tolerances", {"recompute", "reproduced"})
     return Protocol(path, 1, datasets, list(lb["models"]), list(lb["datasets"]), pinned,
                     float(tol["recompute"]), {k: float(v) for k, v in tol["reproduced"].items()},

@@ -7,7 +7,8 @@ started at once never overwrite each other and a reader never sees half a file.
 
 Record keys: schema, run_id, created, model, family, head, dataset, split (name, manifest,
 validation), recipe (resolved), metrics ({name: {value, ci95, n}}), per_theme, counts
-(train/val/test, evaluated, skipped), skipped (where, reason), notes, provenance (commit,
+(train/val/test, evaluated, skipped, notes), skipped (where, reason, stage), notes (where,
+note, stage: images used after a conversion), provenance (commit,
 dirty, versions, device, seed, eval batch size and order, sha256 of weights and label files,
 protocol sha256), timings (train_s, eval_s, train/eval images per second), predictions (the
 CSV's file name).
@@ -28,13 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import faults
 from .errors import IAAError
 from .paths import PROJECT_ROOT, results_dir
 
 SCHEMA = 1
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fault: str | None = None) -> None:
+    """`fault`: the name of the `faults.point` between writing and renaming (crash tests)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -42,14 +45,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if fault:
+            faults.point(fault)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, fault: str | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), fault)
 
 
 def new_run_id(folder: Path, prefix: str = "") -> str:
@@ -163,7 +168,8 @@ def write_record(record: dict, predictions: Predictions, root: Path | None = Non
     record = {"schema": SCHEMA, "run_id": rid, **record, "predictions": f"{rid}.predictions.csv"}
     atomic_write_text(folder / record["predictions"], predictions.to_csv())
     path = folder / f"{rid}.json"
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=_jsonable) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=_jsonable) + "\n",
+                      fault="before-record-rename")
     (folder / f".{rid}.claim").unlink(missing_ok=True)
     return path
 

@@ -15,12 +15,14 @@ import torch
 
 from . import api
 from .cards import Recipe, load_card
+from .data.pipeline import collecting_notes
 from .data.samples import DatasetSplits, carve_validation, sha256_file
 from .errors import IAAError
 from .evaluate import predict, score_predictions
+from .losses import check_loss
 from .paths import runs_dir
 from .protocol import load_protocol
-from .registry import model_info
+from .registry import dataset_info, model_info
 from .results import environment, git_state, write_record
 from .train import train
 
@@ -53,7 +55,7 @@ class RunConfig:
 def resolve_recipe(cfg: RunConfig) -> Recipe:
     info = model_info(cfg.model)
     card = load_card(info.family)
-    name = cfg.recipe or card.recipe_name_for(cfg.dataset)
+    name = cfg.recipe or card.recipe_name_for(cfg.dataset, cfg.model)
     return card.recipe(name).with_overrides(cfg.epochs, cfg.batch_size, cfg.lr, cfg.eval_batch_size)
 
 
@@ -95,13 +97,16 @@ def batches_fn(cfg: RunConfig, data: DatasetSplits):
 
 def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     """Run the whole chain and write the record; returns (record, record path)."""
+    info = model_info(cfg.model)
+    dataset_info(cfg.dataset)  # an unknown name gets suggestions before anything else
     protocol = load_protocol()
     dp = protocol.dataset(cfg.dataset)
-    info = model_info(cfg.model)
     recipe = resolve_recipe(cfg)
     head = recipe.head or info.heads[0]
     data = api.load_dataset(cfg.dataset, root=cfg.data_root, split=cfg.split or dp.split, images=cfg.images,
                             strict=cfg.strict, **{**dp.options, **cfg.dataset_options})
+    if cfg.train and recipe.epochs > 0:
+        check_loss(recipe.loss, head=head, has_votes=dataset_info(cfg.dataset).has_votes)
     scale_max = float(data.scale[1])
     test = data.splits.get("test") or []
     if not test:
@@ -118,6 +123,13 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     torch.manual_seed(cfg.seed)
     model = api.create_model(cfg.model, head=head, pretrained=pretrained, weights=cfg.weights, **recipe.options)
     batches = batches_fn(cfg, data)
+    if getattr(model, "feature_cache", False):  # frozen trunk: features once, then the head (MLSP)
+        from .features import FeatureBatches
+
+        model.to(cfg.device)
+        batches = FeatureBatches.extract(model, {"train": train_s if cfg.train else [], "val": val_s, "test": test},
+                                         recipe.test_transforms, device=cfg.device, workers=cfg.workers,
+                                         label=f"{cfg.dataset}-{data.split}")
     outcome = None
     resumed = False
     t_train = 0.0
@@ -130,8 +142,10 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
                         progress=progress)
         t_train = outcome.train_seconds
     t0 = time.perf_counter()
+    test_notes: dict[str, str] = {}
     preds, failed = predict(model, test, recipe.test_transforms, recipe.eval_batch_size, scale_max=scale_max,
-                            device=cfg.device, seed=cfg.seed, batches=batches, workers=cfg.workers,
+                            device=cfg.device, seed=cfg.seed, batches=collecting_notes(batches, test_notes),
+                            workers=cfg.workers,
                             strict=cfg.strict, progress=progress)
     t_eval = time.perf_counter() - t0
     if len(preds.image_id) < 3:
@@ -142,23 +156,28 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     if outcome:
         skipped += [{"where": w, "reason": r, "stage": "train"} for w, r in sorted(outcome.failed.items())]
     skipped += [{"where": str(test[i].path), "reason": r, "stage": "test"} for i, r in failed]
+    # images used after a conversion (CMYK, 16-bit, PNG in a .jpg, upscaled): counted, never silent
+    notes = [{"where": w, "note": n, "stage": "train"} for w, n in sorted(outcome.notes.items())] if outcome else []
+    notes += [{"where": w, "note": n, "stage": "test"} for w, n in sorted(test_notes.items())]
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": cfg.model, "family": info.family, "head": head, "dataset": cfg.dataset,
-        "scale": list(data.scale),
+        "scale": list(data.scale), "dataset_options": {k: v for k, v in cfg.dataset_options.items()},
         "split": {"name": data.split, "manifest": data.manifest, "validation": val_info},
         "recipe": recipe.to_dict(),
         "metrics": metrics, "per_theme": per_theme,
         "counts": {"train": len(train_s), "val": len(val_s), "test": len(test), "evaluated": len(preds.image_id),
-                   "skipped": len(skipped)},
+                   "skipped": len(skipped), "notes": len(notes)},
         "skipped": skipped,
+        "notes": notes,
         "training": {"history": outcome.history, "best_epoch": outcome.best_epoch,
                      "resumed_from_epoch": outcome.resumed_from} if outcome else None,
         "provenance": {
             **git_state(), **environment(cfg.device), "seed": cfg.seed,
             "evaluation": {"batch_size": recipe.eval_batch_size, "order": "dataset order (label files)",
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
-                           "data_path": "fast (cached)" if cfg.fast else "reference (PIL per epoch)"},
+                           "data_path": "cached features" if getattr(model, "feature_cache", False) else
+                           "fast (cached pixels)" if cfg.fast else "reference (PIL decode every epoch)"},
             "pretrained": pretrained,
             "weights": {"path": str(cfg.weights), "sha256": sha256_file(cfg.weights)} if cfg.weights else None,
             "label_files": data.label_files,

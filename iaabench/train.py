@@ -17,8 +17,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from . import faults
 from .cards import Recipe
-from .data.pipeline import Batch, TransformSpec, reference_batches
+from .data.pipeline import Batch, TransformSpec, collecting_notes, reference_batches
 from .data.samples import Sample
 from .errors import ConfigError, ImageError, IAAError
 from .losses import get_loss
@@ -47,7 +48,7 @@ def targets(samples: Sequence[Sample], index: torch.Tensor, scale_max: float, de
 def flatten_crops(x: torch.Tensor, device: str) -> torch.Tensor:
     """(B, crops, C, H, W) -> (B * crops, C, H, W) on `device` (channels_last on CUDA)."""
     x = x.reshape(-1, *x.shape[2:]).to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") else x
+    return x.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") and x.dim() == 4 else x
 
 
 def build_optimizer(model: IAAModel, recipe: Recipe) -> torch.optim.Optimizer:
@@ -88,6 +89,7 @@ class TrainOutcome:
     history: list[dict]
     best_epoch: int | None
     failed: dict[str, str] = field(default_factory=dict)  # image path -> reason
+    notes: dict[str, str] = field(default_factory=dict)  # image path -> what decoding did (converted, ...)
     resumed_from: int | None = None
     train_seconds: float = 0.0
     images_seen: int = 0
@@ -99,6 +101,7 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     torch.save(payload, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+    faults.point("after-checkpoint-tmp", payload.get("epoch", -1) + 1, path.name)
     os.replace(tmp, path)
 
 
@@ -106,6 +109,26 @@ def load_checkpoint(path: Path) -> dict:
     from .weights import safe_load
 
     return safe_load(path)
+
+
+def _frozen_prefixes(model: IAAModel) -> tuple[str, ...]:
+    frozen = {id(m) for m in model.frozen_modules()}
+    return tuple(f"{name}." for name, m in model.named_modules() if id(m) in frozen and name)
+
+
+def model_state(model: IAAModel) -> dict:
+    """The weights a checkpoint must keep: everything but frozen sub-modules, which training
+    never changes (MLSP's 56M-parameter trunk would otherwise be saved every epoch)."""
+    skip = _frozen_prefixes(model)
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+
+
+def load_model_state(model: IAAModel, state: dict) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    skip = _frozen_prefixes(model)
+    missing = [k for k in missing if not k.startswith(skip)]
+    if missing or unexpected:
+        raise IAAError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequence[Sample], recipe: Recipe, *,
@@ -130,15 +153,17 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
     last = run_dir / "last.pt"
     if resume and last.is_file():
         ck = load_checkpoint(last)
-        model.load_state_dict(ck["model"])
+        load_model_state(model, ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if sched is not None and ck.get("scheduler"):
             sched.load_state_dict(ck["scheduler"])
         start, out.history, out.best_epoch = ck["epoch"] + 1, ck["history"], ck["best_epoch"]
         out.failed, best = dict(ck.get("failed", {})), ck["best_score"]
+        out.notes = dict(ck.get("notes", {}))
         out.train_seconds, out.images_seen = ck.get("train_seconds", 0.0), ck.get("images_seen", 0)
         out.resumed_from = ck["epoch"]
 
+    noted = collecting_notes(batches, out.notes)
     task = progress.add_task("train", total=max(recipe.epochs - start, 0) * max(len(train_samples) // recipe.batch_size, 1)) \
         if progress else None
     for epoch in range(start, recipe.epochs):
@@ -146,7 +171,7 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
         torch.manual_seed(epoch_seed(seed, epoch))
         model.train()
         losses = []
-        for batch in batches(train_samples, recipe.train_transforms, recipe.batch_size, train=True, seed=seed,
+        for batch in noted(train_samples, recipe.train_transforms, recipe.batch_size, train=True, seed=seed,
                              epoch=epoch, workers=workers, drop_last=True, device=device):
             _record_failures(batch, train_samples, out.failed, strict)
             if len(batch.index) < 2:
@@ -166,6 +191,7 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
             loss.backward()
             opt.step()
             losses.append(loss.item())
+            faults.point("mid-epoch", epoch + 1, len(losses))
             out.images_seen += len(batch.index) * crops
             if progress:
                 progress.update(task, advance=1, description=f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f}")
@@ -175,7 +201,7 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
         if val_samples:
             vp, vfailed = predict(model, val_samples, recipe.test_transforms, recipe.eval_batch_size,
-                                  scale_max=scale_max, device=device, seed=seed, batches=batches, workers=workers, strict=strict)
+                                  scale_max=scale_max, device=device, seed=seed, batches=noted, workers=workers, strict=strict)
             out.failed.update({str(val_samples[i].path): r for i, r in vfailed})
             from .metrics import srcc
 
@@ -187,15 +213,16 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
         out.history.append(entry)
         if score > best:
             best, out.best_epoch = score, epoch + 1
-            save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
+            save_checkpoint(run_dir / "best.pt", {"model": model_state(model), "epoch": epoch})
         save_checkpoint(last, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "model": model_state(model), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None, "epoch": epoch,
             "history": out.history, "best_epoch": out.best_epoch, "best_score": best, "failed": out.failed,
+            "notes": out.notes,
             "recipe": recipe.to_dict(), "seed": seed, "train_seconds": out.train_seconds,
             "images_seen": out.images_seen})
     if (run_dir / "best.pt").is_file():
-        model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+        load_model_state(model, load_checkpoint(run_dir / "best.pt")["model"])
     return out
 
 

@@ -102,7 +102,8 @@ def test_upscaled_rows_have_a_fixed_shape(samples, tmp_path):
 @pytest.mark.parametrize("change", ["size", "labels", "image", "order", "upscale"])
 def test_a_changed_key_never_reuses_a_cache(samples, tmp_path, change):
     root = tmp_path / "c"
-    first = open_cache(samples, SPEC, cache_key=KEY, root=root, log=quiet)
+    spec0 = TransformSpec(resize=(41, 49)) if change == "upscale" else SPEC
+    first = open_cache(samples, spec0, cache_key=KEY, root=root, log=quiet)
     spec, key, ss = SPEC, KEY, samples
     if change == "size":
         spec = TransformSpec(resize=(44, 48), crop=32)
@@ -112,8 +113,9 @@ def test_a_changed_key_never_reuses_a_cache(samples, tmp_path, change):
         Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(samples[3].path)
     elif change == "order":
         ss = samples[::-1]
-    elif change == "upscale":  # same stored size, but made by resize + upscale
+    elif change == "upscale":  # the same stored size, but made by a resize then an upscale
         spec = TransformSpec(resize=(40, 48), crop=41)
+        assert stored_size(spec) == stored_size(spec0) == (41, 49)
     second = open_cache(ss, spec, cache_key=key, root=root, log=quiet)
     assert second.folder != first.folder and second.build["built"]
     assert len(list_caches(root)) == 2
@@ -271,3 +273,24 @@ def test_two_concurrent_openers_build_once(samples, tmp_path):
         t.join()
     assert sorted(r.build["built"] for r in results) == [False, True]
     assert results[0].folder == results[1].folder
+
+
+def test_the_torchvision_decoder_is_keyed_apart_and_close_to_pil(samples, tmp_path):
+    """The batched decoder a GPU uses (run here with libjpeg on the CPU)."""
+    pil = open_cache(samples, SPEC, cache_key=KEY, root=tmp_path, log=quiet)
+    tv = open_cache(samples, SPEC, cache_key=KEY, root=tmp_path, decoder="torchvision", decode_device="cpu",
+                    log=quiet)
+    assert tv.folder != pil.folder and tv.key["decoder"] == "torchvision" and tv.key["decode_device"] == "cpu"
+    assert tv.failed == pil.failed  # unusable files still get PIL's reasons
+    assert "converted L to RGB" in tv.notes[1]  # non-RGB JPEGs still go through PIL
+    a, b = np.array(pil.pixels()).astype(int), np.array(tv.pixels()).astype(int)
+    ok = [i for i in range(len(samples)) if i not in pil.failed]
+    diff = np.abs(a[ok] - b[ok])
+    assert diff.mean() < 2.0  # libjpeg's and PIL's bilinear resizes differ by rounding, not content
+    again = open_cache(samples, SPEC, cache_key=KEY, root=tmp_path, decoder="torchvision", decode_device="cpu",
+                       log=quiet)
+    assert again.folder == tv.folder and again.build["reused"]
+    up = TransformSpec(resize=(24, 40), crop=32)  # rows upscaled after the resize, noted as PIL's path notes them
+    pil_up = open_cache(samples, up, cache_key=KEY, root=tmp_path, log=quiet)
+    tv_up = open_cache(samples, up, cache_key=KEY, root=tmp_path, decoder="torchvision", decode_device="cpu", log=quiet)
+    assert tv_up.notes == pil_up.notes and tv_up.shape == pil_up.shape == (32, 53)

@@ -3,7 +3,7 @@ registers its datasets: adding a dataset is adding a loader module (and its prot
 import importlib
 import pkgutil
 
-_SHARED = {"samples", "images", "pipeline", "cache", "verify"}
+_SHARED = {"samples", "images", "pipeline", "cache", "fast", "labels", "verify"}
 
 for _m in pkgutil.iter_modules(__path__):
     if not _m.name.startswith("_") and _m.name not in _SHARED:

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from ..errors import DatasetNotFoundError, UnknownNameError
+from ..errors import DatasetNotFoundError, LabelFileError, UnknownNameError
 from ..registry import DatasetInfo, register_dataset
 from . import labels as L
 from .samples import DatasetSplits, Sample, Skipped, sha256_file
@@ -58,6 +58,7 @@ _MAX_VALUE = 2**31 - 1  # ids and counts are stored as int32 in the cache
 _CACHE_VERSION = 1
 TANET_HEADER = ("image_id",) + tuple(f"score{i}" for i in range(2, 12)) + ("tag1", "tag2", "tag3")
 MANIFEST_HEADER = ("image_id", "split")
+ROOT_HINT = "the AVA folder (--data-root) holds AVA.txt of the AVA release, or its AVA_dataset/ folder"
 
 OPTIONS = {
     "require_images": "check that every image file exists (default true; false reads labels only)",
@@ -80,13 +81,15 @@ def load(root: Path | None = None, split: str = "official", images: Path | None 
 
     root = L.dataset_root(NAME, root, "AVA.txt")
     label_dirs = [root, root / "AVA_dataset"]
-    ava_txt = L.find_first([d / "AVA.txt" for d in label_dirs], "AVA.txt", "AVA")
+    ava_txt = L.find_first([d / "AVA.txt" for d in label_dirs], "AVA.txt", "AVA", root)
     label_dir = ava_txt.parent
     folder = L.image_folder(images, [root / "images", root / "AVA_dataset" / "images", root / "image"],
-                            require_images)
+                            require_images, "AVA")
 
     ava_sha = sha256_file(ava_txt)
     table, lines = read_ava_txt(ava_txt, ava_sha, problems, use_cache=bool(options.get("cache", True)))
+    if len(table) == 0 and not problems.collect:
+        raise LabelFileError(ava_txt, None, "no data rows: expected one line per image with " + _COLUMNS_TEXT)
     files = {ava_txt: ava_sha}
     tag_names, chal_names = {}, {}
     for name, target in (("tags.txt", tag_names), ("challenges.txt", chal_names)):
@@ -97,18 +100,17 @@ def load(root: Path | None = None, split: str = "official", images: Path | None 
     rows = AvaRows(ava_txt, table, lines, folder, tag_names, chal_names)
 
     if split == "official":
-        splits, defining, extra = _official(rows, root, label_dir, problems)
+        splits, defining, extra, skipped = _official(rows, root, label_dir, problems)
     elif split == "tanet-random":
-        splits, defining, extra = _tanet_random(rows, root, options, problems, folder, tag_names, chal_names)
+        splits, defining, extra, skipped = _tanet_random(rows, root, options, problems, folder, tag_names, chal_names)
     else:
-        splits, defining, extra = _manifest_split(rows, options, problems)
-    skipped = rows.skipped + extra.pop("_skipped", [])
+        splits, defining, extra, skipped = _manifest_split(rows, options, problems)
     for p in defining:
         files.setdefault(p, sha256_file(p))
     label_files = {L.relative_key(p, root): sha for p, sha in files.items()}
     manifest = {"name": split, "files": {L.relative_key(p, root): files[p] for p in [ava_txt, *defining]}, **extra}
     return L.finish(dataset=NAME, scale=SCALE, split=split, splits=splits, manifest=manifest,
-                    label_files=label_files, skipped=skipped, root=root,
+                    label_files=label_files, skipped=rows.skipped + skipped, root=root,
                     folder=folder, require_images=require_images, strict=strict)
 
 
@@ -181,8 +183,12 @@ def _parse_fast(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _parse_lines(path: Path, problems: L.Problems) -> tuple[np.ndarray, np.ndarray]:
     rows, lines = [], []
-    for n, line in L.nonblank(L.read_lines(path)):
+    for i, (n, line) in enumerate(L.nonblank(L.read_lines(path))):
         toks = line.split()
+        if i == 0 and not L.AVA_ROW.match(line):
+            looks = L.sniff(path)
+            if looks and not looks.startswith("AVA.txt"):  # another dataset's file, not a bad row
+                raise L.wrong_file(path, "AVA.txt", _COLUMNS_TEXT, ROOT_HINT)
         if len(toks) != COLUMNS:
             problems.row(path, n, f"expected {_COLUMNS_TEXT}, found {len(toks)}")
             continue
@@ -294,6 +300,7 @@ def make_samples(ids: np.ndarray, votes: np.ndarray, tags: np.ndarray, challenge
 
 
 # ----------------------------------------------------------------------------- splits
+# Each split builder returns (splits, the files that define the split, manifest entries, skipped rows).
 
 
 def _official(rows: AvaRows, root: Path, label_dir: Path, problems: L.Problems):
@@ -304,7 +311,7 @@ def _official(rows: AvaRows, root: Path, label_dir: Path, problems: L.Problems):
     is_test = np.isin(rows.ids, np.fromiter(listed, np.int64, len(listed)))
     splits = {"train": rows.samples(~is_test), "test": rows.samples(is_test)}
     extra = {"test_list_ids": len(listed), "test_list_ids_not_in_labels": len(listed - rows.id_set)}
-    return splits, [jpgl], extra
+    return splits, [jpgl], extra, []
 
 
 def _tanet_random(rows: AvaRows, root: Path, options: dict, problems: L.Problems, folder: Path,
@@ -325,7 +332,8 @@ def _tanet_random(rows: AvaRows, root: Path, options: dict, problems: L.Problems
         path = files[name]
         table = []
         for n, f in L.read_table(path, header=TANET_HEADER, sep=",", ncols=len(TANET_HEADER), problems=problems,
-                                 what="a TANet AVA split CSV", expected_at=str(path)):
+                                 what="a TANet AVA split CSV",
+                                 hint="test_csv/val_csv are the TANet authors' code/AVA/dataset/test.csv and val.csv"):
             vals = [L.parse_int(x, path, n, col, problems) for x, col in zip(f, TANET_HEADER)]
             if any(v is None for v in vals):
                 continue
@@ -340,8 +348,7 @@ def _tanet_random(rows: AvaRows, root: Path, options: dict, problems: L.Problems
         splits[name] = make_samples(t[:, 0], t[:, 1:11], t[:, 11:13], t[:, 13], folder, tag_names, chal_names)
     is_train = ~np.isin(rows.ids, np.fromiter(listed, np.int64, len(listed)))
     splits = {"train": rows.samples(is_train), "val": splits["val"], "test": splits["test"]}
-    extra = {"_skipped": seen.skipped + skipped}
-    return splits, [files["test"], files["val"]], extra
+    return splits, [files["test"], files["val"]], {}, seen.skipped + skipped
 
 
 def _manifest_split(rows: AvaRows, options: dict, problems: L.Problems):
@@ -356,7 +363,7 @@ def _manifest_split(rows: AvaRows, options: dict, problems: L.Problems):
     order: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     skipped: list[Skipped] = []
     for n, (raw_id, split) in L.read_table(path, header=MANIFEST_HEADER, sep=",", ncols=2, problems=problems,
-                                           what="an AVA split manifest", expected_at=str(path)):
+                                           what="an AVA split manifest"):
         image_id = L.parse_int(raw_id, path, n, "image_id", problems)
         split = split.lower()
         if image_id is None:
@@ -381,7 +388,7 @@ def _manifest_split(rows: AvaRows, options: dict, problems: L.Problems):
     for split, ids in order.items():
         if ids or split != "val":
             splits[split] = rows.samples(np.isin(rows.ids, np.array(ids, np.int64)))
-    return splits, [path], {"_skipped": skipped}
+    return splits, [path], {}, skipped
 
 
 register_dataset(DatasetInfo(

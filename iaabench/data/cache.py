@@ -43,6 +43,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import PIL
+import PIL.Image
 
 from ..errors import ConfigError, IAAError, ImageError
 from ..paths import cache_dir
@@ -109,11 +111,15 @@ def samples_digest(samples: Sequence[Sample]) -> str:
     return h.hexdigest()
 
 
-def make_key(samples: Sequence[Sample], spec: TransformSpec, cache_key: dict, decoder: str = "pil") -> dict:
+DECODERS = ("pil", "torchvision")
+
+
+def make_key(samples: Sequence[Sample], spec: TransformSpec, cache_key: dict, decoder: str = "pil",
+             decode_device: str = "cpu") -> dict:
     """The full identity of a cache (see the module docstring)."""
-    if decoder != "pil":
-        raise ConfigError(f"unknown image decoder '{decoder}' for the cache", "known: pil")
-    return {
+    if decoder not in DECODERS:
+        raise ConfigError(f"unknown image decoder '{decoder}' for the cache", f"known: {', '.join(DECODERS)}")
+    key = {
         "version": CACHE_VERSION,
         "data": json.loads(json.dumps(cache_key, sort_keys=True, default=str)),
         "resize": list(spec.resize),
@@ -124,6 +130,11 @@ def make_key(samples: Sequence[Sample], spec: TransformSpec, cache_key: dict, de
         "count": len(samples),
         "samples": samples_digest(samples),
     }
+    if decoder == "torchvision":  # nvJPEG on a GPU, libjpeg on the CPU: not the same pixels
+        import torchvision
+
+        key.update(decode_device=str(decode_device).split(":")[0], torchvision=torchvision.__version__)
+    return key
 
 
 def key_hash(key: dict) -> str:
@@ -171,12 +182,19 @@ class ImageCache:
 
 def open_cache(samples: Sequence[Sample], spec: TransformSpec, *, cache_key: dict,
                root: str | Path | None = None, workers: int = 0, decoder: str = "pil",
-               log: Callable[[str], None] = _log) -> ImageCache:
+               decode_device: str = "cpu", log: Callable[[str], None] = _log) -> ImageCache:
     """The cache of `samples` at `spec`'s size: reused when complete, else built (or resumed).
 
     `cache_key` identifies the data (at least the dataset name, split and label checksums);
-    `workers` decoding processes are used for a build (0 or 1: in this process)."""
-    key = make_key(samples, spec, cache_key, decoder)
+    `workers` decoding processes are used for a build (0 or 1: in this process).
+
+    `decoder="pil"` (the default) makes the reference path's exact pixels. `"torchvision"`
+    decodes JPEGs in batches with `torchvision.io.decode_jpeg` on `decode_device` (nvJPEG on a
+    GPU) and resizes them there (bilinear, antialiased): faster on a GPU, but the pixels
+    differ slightly from PIL's, so it is part of the key. Files that are not plain RGB
+    JPEGs within the size limits, or lack their end marker, still go through PIL, which also
+    gives every failure its reason."""
+    key = make_key(samples, spec, cache_key, decoder, decode_device)
     folder = cache_folder(key, root)
     try:
         with _locked(folder):
@@ -185,7 +203,7 @@ def open_cache(samples: Sequence[Sample], spec: TransformSpec, *, cache_key: dic
                 cache.build = {"built": False, "reused": True}
                 return cache
             try:
-                return _build(folder, key, samples, spec, workers, log)
+                return _build(folder, key, samples, spec, workers, log, decode_device)
             except OSError as e:
                 if e.errno in _DISK_FULL:  # clean up while still holding the lock
                     raise _disk_full(folder, key) from None
@@ -290,7 +308,7 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 
 
 def _build(folder: Path, key: dict, samples: Sequence[Sample], spec: TransformSpec, workers: int,
-           log) -> ImageCache:
+           log, decode_device: str = "cpu") -> ImageCache:
     n = key["count"]
     h, w = key["size"]
     total = n * h * w * 3
@@ -313,15 +331,17 @@ def _build(folder: Path, key: dict, samples: Sequence[Sample], spec: TransformSp
         if total + MARGIN_BYTES > free:
             raise OSError(errno.ENOSPC, f"{total} bytes needed, {free} free")
         building.write_text(json.dumps(key))
-    log(f"image cache {folder}: decoding {n - start} images to {h}x{w} ({total / 1e9:.2f} GB) "
-        f"with {max(workers, 1)} process(es)")
+    how = (f"nvJPEG/torchvision on {decode_device}" if key["decoder"] == "torchvision"
+           else f"{max(workers, 1)} process(es)")
+    log(f"image cache {folder}: decoding {n - start} images to {h}x{w} ({total / 1e9:.2f} GB) with {how}")
     fd = os.open(pixels, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if progress is None and total:
             _reserve(fd, total)
         t0 = last = time.perf_counter()
         done = start
-        for first, results in _decode(samples, start, spec, (h, w), pixels, workers):
+        decode = _decode_torchvision if key["decoder"] == "torchvision" else _decode
+        for first, results in decode(samples, start, spec, (h, w), pixels, workers, decode_device):
             for k, (ok, text) in enumerate(results):
                 if not ok:
                     failed[first + k] = text
@@ -363,7 +383,7 @@ def _reserve(fd: int, nbytes: int) -> None:
 
 
 def _decode(samples: Sequence[Sample], start: int, spec: TransformSpec, size: tuple[int, int], pixels: Path,
-            workers: int) -> Iterator[tuple[int, list]]:
+            workers: int, decode_device: str = "cpu") -> Iterator[tuple[int, list]]:
     """(first index, [(ok, reason or note)]) per chunk, in order; rows are written by the
     decoding processes themselves (only statuses travel back)."""
     tasks = ((i, [str(s.path) for s in samples[i:i + CHUNK]]) for i in range(start, len(samples), CHUNK))
@@ -412,6 +432,86 @@ def _decode_one(index: int, path: str) -> tuple[bool, str | None]:
     write_row(_W["fd"], index, a)
     text = "; ".join(t for t in (note, up) if t)
     return True, text or None
+
+
+#: Images per batched decode with torchvision (nvJPEG batches amortize the launch costs).
+GPU_CHUNK = 256
+
+
+def _screen(path: str) -> bytes | None:
+    """The file's bytes when it can go to `decode_jpeg` with the result PIL would give (an RGB
+    baseline or progressive JPEG within the size limits, named .jpg/.jpeg, ending with its
+    end-of-image marker); None sends it through PIL, which decodes it or says why not."""
+    from .images import MAX_PIXELS, MIN_SIDE
+
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
+        return None
+    try:
+        with PIL.Image.open(path) as im:
+            w, h = im.size
+            if im.format != "JPEG" or im.mode != "RGB" or w * h > MAX_PIXELS or min(w, h) < MIN_SIDE:
+                return None
+        with open(path, "rb") as f:
+            data = f.read()
+    except Exception:  # any problem: PIL gives the reason
+        return None
+    return data if data.rstrip(b"\0").endswith(b"\xff\xd9") else None
+
+
+def _decode_torchvision(samples: Sequence[Sample], start: int, spec: TransformSpec, size: tuple[int, int],
+                        pixels: Path, workers: int, decode_device: str = "cuda") -> Iterator[tuple[int, list]]:
+    """Batched `decode_jpeg` + resize on `decode_device`; threads read the files meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    _worker_init(str(pixels), spec.resize, spec.crop, size)
+    h, w = size
+    rh, rw = spec.resize
+    # the note `upscale_to` gives every image when the resize is smaller than the crop
+    upscaled = f"upscaled from {rw}x{rh} to fit the {spec.crop} px crop" if (h, w) != (rh, rw) else None
+    try:
+        with ThreadPoolExecutor(max(workers, 1)) as pool:
+            firsts = list(range(start, len(samples), GPU_CHUNK))
+            reads = [pool.submit(lambda f=f: list(map(_screen, [str(s.path) for s in samples[f:f + GPU_CHUNK]])))
+                     for f in firsts[:2]]
+            for j, first in enumerate(firsts):
+                datas = reads[j].result()
+                if j + 2 < len(firsts):  # read ahead while this chunk decodes
+                    f2 = firsts[j + 2]
+                    reads.append(pool.submit(
+                        lambda f=f2: list(map(_screen, [str(s.path) for s in samples[f:f + GPU_CHUNK]]))))
+                results: list = [None] * len(datas)
+                on_gpu = [k for k, d in enumerate(datas) if d is not None]
+                images = []
+                if on_gpu:
+                    tensors = [torch.frombuffer(bytearray(datas[k]), dtype=torch.uint8) for k in on_gpu]
+                    try:
+                        with warnings.catch_warnings():  # torchvision >= 0.29 points to torchcodec
+                            warnings.simplefilter("ignore", DeprecationWarning)
+                            images = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=decode_device)
+                    except RuntimeError:  # one bad file fails the batch: these go through PIL
+                        on_gpu, images = [], []
+                rows = []
+                for img in images:
+                    x = img.unsqueeze(0).float()
+                    x = F.interpolate(x, size=tuple(spec.resize), mode="bilinear", antialias=True, align_corners=False)
+                    if (h, w) != tuple(spec.resize):  # the upscale the reference path applies
+                        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+                    rows.append(x.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0))
+                if rows:
+                    host = torch.stack(rows).cpu().numpy()
+                    for k, row in zip(on_gpu, host):
+                        write_row(_W["fd"], first + k, np.ascontiguousarray(row))
+                        results[k] = (True, upscaled)
+                for k, r in enumerate(results):
+                    if r is None:
+                        results[k] = _decode_one(first + k, str(samples[first + k].path))
+                yield first, results
+    finally:
+        _worker_close()
 
 
 def write_row(fd: int, index: int, row: np.ndarray) -> None:

@@ -9,27 +9,35 @@ computes (PIL decode + resize), the two paths give identical tensors on the CPU;
 therefore gives the same metrics through both (up to run-to-run noise on a GPU).
 
 Where the work happens:
-- once per cache: decode + resize in worker processes (`open_cache`);
-- per batch, host side (in `workers` DataLoader processes, or in this process when 0):
-  gather the batch's uint8 rows from the memory-mapped file, draw the crops and flips;
+- once per cache: decode + resize with PIL in worker processes (`open_cache`; or, with
+  `decoder="torchvision"`, batched nvJPEG decoding and resizing on the GPU);
+- per batch, host side: copy the batch's uint8 rows out of the memory-mapped file and draw
+  the crops and flips;
 - CPU device: crop, flip and normalize each image on the host, with the reference path's
-  own functions (small per-image tensors stay in the CPU caches, which is faster than one
-  big batched pass on a CPU);
-- CUDA device: the uint8 batch goes to the GPU (pinned memory, non-blocking), then one gather
-  kernel crops and flips every view, and normalization runs on the GPU; `x` comes out in
-  channels_last layout (`x.flatten(0, 1)` is an NCHW tensor with channels_last strides).
+  arithmetic, straight into the batch tensor (one image at a time stays in the CPU caches,
+  which is faster than one big batched pass on a CPU), in `workers` DataLoader processes as
+  the reference path does (in this process when 0);
+- CUDA device: `max(workers, 1)` threads copy the rows into pinned memory a few batches
+  ahead; the uint8 batch goes to the GPU without blocking, one gather kernel crops and flips
+  every view, and normalization runs on the GPU. `x` comes out in channels_last layout
+  (`x.flatten(0, 1)` is an NCHW tensor with channels_last strides). bf16 is left to the
+  trainer's autocast.
 
 Unusable images (`ImageError` while building the cache) are recorded in the cache and
 reported in the `failed` list of their batch in *every* epoch, as the reference path does
-(which re-decodes them each epoch); a trainer counts unique failures. With `strict` the first
-one in the sample list raises before any batch is produced.
+(which re-decodes them each epoch); a trainer counts unique failures. With `strict` the
+first unusable image of the sample list raises before any batch is produced. Decoding notes
+(conversions, upscaling) are recorded likewise and reported in `Batch.notes`.
 
 Full-resolution specs (`resize: null`, MLSP) cannot be cached: for them `fast_batches` runs
 the reference path (decode every epoch) and says so once per process.
 """
 from __future__ import annotations
 
+import math
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -37,8 +45,8 @@ import torch
 
 from ..errors import ImageError
 from .cache import ImageCache, can_cache, open_cache
-from .pipeline import (NORMALIZE, Batch, TransformSpec, apply_crops_flip, crop_params, epoch_order,
-                       item_generator, normalize, reference_batches, split_chunks)
+from .pipeline import (NORMALIZE, Batch, TransformSpec, crop_params, epoch_order, item_generator,
+                       reference_batches, split_chunks)
 from .samples import Sample
 
 _warned_uncached = False
@@ -47,13 +55,15 @@ _warned_uncached = False
 def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool, seed: int,
                  epoch: int = 0, device: str = "cpu", drop_last: bool = False, start_batch: int = 0,
                  min_last: int = 1, cache_root=None, cache_key: dict, workers: int = 0, strict: bool = False,
-                 cache: ImageCache | None = None) -> Iterator[Batch]:
+                 cache: ImageCache | None = None, decoder: str = "pil") -> Iterator[Batch]:
     """Batches of one epoch from the pixel cache (built on first use). See the module docstring.
 
     `cache_key` identifies the data (dataset, split, label checksums); `cache` may pass a cache
     already opened with `open_cache` for these samples and `spec` (saves re-hashing the
-    sample list every epoch). `workers` are DataLoader processes for the host-side work, and
-    the decoding processes when the cache has to be built."""
+    sample list every epoch). `workers`: the decoding processes when the cache has to be
+    built, then the host-side workers (DataLoader processes for the CPU, threads for a GPU).
+    `decoder`: "pil" (the reference path's exact pixels) or "torchvision" (batched nvJPEG
+    decoding on `device` when it is a GPU; slightly different pixels, a separate cache)."""
     device = str(device)
     if not can_cache(spec):
         yield from _uncached(samples, spec, batch_size, train=train, seed=seed, epoch=epoch, workers=workers,
@@ -62,20 +72,48 @@ def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int
     if not samples:
         return
     if cache is None:
-        cache = open_cache(samples, spec, cache_key=cache_key, root=cache_root, workers=workers)
+        cache = open_cache(samples, spec, cache_key=cache_key, root=cache_root, workers=workers, decoder=decoder,
+                           decode_device=device if device.startswith("cuda") else "cpu")
     if strict and cache.failed:
         i = min(cache.failed)
         raise ImageError(samples[i].path, cache.failed[i] + " (--strict stops at the first unusable image)")
     on_device = device.startswith("cuda")
     chunks = split_chunks(epoch_order(len(samples), train, seed, epoch), batch_size, drop_last, min_last)
     source = CachedBatches(cache, chunks[start_batch:], spec, train, seed, epoch, on_device)
+    if on_device:
+        for item in _prefetched(source, threads=max(workers, 1), depth=max(workers, 1) + 2):
+            yield to_device(item, spec, train, device)
+        return
     if workers > 0:
         items = torch.utils.data.DataLoader(source, batch_size=None, shuffle=False, num_workers=workers,
-                                            pin_memory=on_device, persistent_workers=False)
+                                            collate_fn=_as_is, persistent_workers=False)
     else:
         items = (source[k] for k in range(len(source)))
-    for item in items:
-        yield to_device(item, spec, train, device) if on_device else Batch(*item)
+    for x, index, failed, notes in items:
+        yield Batch(x, index, failed, notes)
+
+
+def _as_is(item):
+    return item
+
+
+def _prefetched(source, threads: int, depth: int) -> Iterator:
+    """source[k] in order, prepared `depth` batches ahead by `threads` threads.
+
+    For a GPU the host side is only a memory copy into pinned memory (which numpy does without
+    the GIL) and the crop draws, so threads suffice; unlike worker processes they start at
+    once every epoch and share the memory map and the pinned buffers."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="iaabench-fast")
+    pending: deque = deque()
+    try:
+        for k in range(len(source)):
+            pending.append(pool.submit(source.__getitem__, k))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _uncached(samples, spec, batch_size, *, strict, **kw) -> Iterator[Batch]:
@@ -101,9 +139,10 @@ def draw_views(h: int, w: int, spec: TransformSpec, train: bool, rng: np.random.
 
 
 class CachedBatches(torch.utils.data.Dataset):
-    """Item k = batch k of an epoch, host side. For the CPU: (x, index, failed), finished.
-    For a GPU: (uint8 rows (B, H, W, 3), corners (B, views, 2), flips (B, views), index,
-    failed), finished on the device by `to_device`."""
+    """Item k = batch k of an epoch, host side. For the CPU: (x, index, failed, notes),
+    finished. For a GPU: (uint8 rows (B, H, W, 3), corners (B, views, 2), flips (B, views),
+    index, failed, notes), finished on the device by `to_device`. `notes` are the decoding
+    notes (conversions, upscaling) the reference path reports with each batch."""
 
     def __init__(self, cache: ImageCache, chunks: list[list[int]], spec: TransformSpec, train: bool, seed: int,
                  epoch: int, on_device: bool):
@@ -122,41 +161,62 @@ class CachedBatches(torch.utils.data.Dataset):
             self._pixels = self.cache.pixels()
         chunk = self.chunks[k]
         failed = [(i, self.cache.failed[i]) for i in chunk if i in self.cache.failed]
+        notes = [(i, self.cache.notes[i]) for i in chunk if i in self.cache.notes]
         ok = [i for i in chunk if i not in self.cache.failed]
         index = torch.tensor(ok, dtype=torch.long)
         h, w = self.cache.shape
-        if self.on_device and ok:
-            # In the main process gather straight into pinned memory (DataLoader workers cannot
-            # pin; the loader's pin-memory thread does it for their batches).
-            pin = torch.utils.data.get_worker_info() is None and torch.cuda.is_available()
-            rows = torch.empty((len(ok), h, w, 3), dtype=torch.uint8, pin_memory=pin)
-            np.take(self._pixels, ok, axis=0, out=rows.numpy())
-        else:
-            rows = torch.from_numpy(np.take(self._pixels, ok, axis=0)) if ok else None
+        # For a GPU, gather straight into pinned memory so the copy to the device is asynchronous.
+        rows = torch.empty((len(ok), h, w, 3), dtype=torch.uint8,
+                           pin_memory=self.on_device and torch.cuda.is_available())
+        out = rows.numpy()
+        for k, i in enumerate(ok):  # one memcpy per row (numpy's take is several times slower)
+            out[k] = self._pixels[i]
         rngs = [item_generator(self.seed, self.epoch, i) for i in ok]
-        if not self.on_device:
-            if not ok:
-                return torch.empty(0), index, failed
-            views = [normalize(apply_crops_flip(img.permute(2, 0, 1)[None], self.spec, self.train, [rng])[0],
-                               self.spec.normalize) for img, rng in zip(rows, rngs)]
-            return torch.stack(views), index, failed
         drawn = [draw_views(h, w, self.spec, self.train, rng) for rng in rngs]
+        if not self.on_device:
+            return (self._finish_on_host(rows, drawn) if ok else torch.empty(0)), index, failed, notes
         n = len(drawn[0][0]) if drawn else 1
         corners = torch.tensor([c for c, _ in drawn], dtype=torch.long).reshape(len(ok), n, 2)
         flips = torch.tensor([f for _, f in drawn], dtype=torch.bool).reshape(len(ok), n)
-        if rows is None:
-            rows = torch.empty((0, h, w, 3), dtype=torch.uint8)
-        return rows, corners, flips, index, failed
+        return rows, corners, flips, index, failed, notes
+
+
+    def _finish_on_host(self, rows: torch.Tensor, drawn: list) -> torch.Tensor:
+        """Crop, flip and normalize each image straight into the batch tensor, one image at a
+        time (it stays in the CPU caches), with the reference path's arithmetic in the same
+        order (float(), / 255, - mean, / std), so the values are bit-identical to it."""
+        ch, cw = (self.spec.crop, self.spec.crop) if self.spec.crop else rows.shape[1:3]
+        out = _batch_tensor((len(rows), len(drawn[0][0]), 3, ch, cw))
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in NORMALIZE[self.spec.normalize])
+        for img, o, (corners, flips) in zip(rows, out, drawn):
+            chw = img.permute(2, 0, 1)
+            for view, (t, l), flip in zip(o, corners, flips):
+                crop = chw[:, t:t + ch, l:l + cw]
+                view.copy_(crop.flip(-1) if flip else crop)
+                view.div_(255.0).sub_(mean).div_(std)
+        return out
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty float32 tensor; in a DataLoader worker, allocated in shared memory at once, as
+    PyTorch's own collate does (else sending it to the main process copies it there)."""
+    if torch.utils.data.get_worker_info() is not None:
+        try:
+            storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
+            return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+        except (AttributeError, RuntimeError):  # a private API: fall back to a plain tensor
+            pass
+    return torch.empty(shape, dtype=torch.float32)
 
 
 def to_device(item, spec: TransformSpec, train: bool, device: str) -> Batch:
     """Finish a host batch on `device`: copy the uint8 rows, crop, flip, normalize."""
-    rows, corners, flips, index, failed = item
+    rows, corners, flips, index, failed, notes = item
     if not len(index):
-        return Batch(torch.empty(0, device=device), index, failed)
+        return Batch(torch.empty(0, device=device), index, failed, notes)
     rows = rows.to(device, non_blocking=True)
     x = augment(rows, corners.to(device, non_blocking=True), flips.to(device, non_blocking=True), spec, train)
-    return Batch(x, index, failed)
+    return Batch(x, index, failed, notes)
 
 
 def augment(rows: torch.Tensor, corners: torch.Tensor, flips: torch.Tensor, spec: TransformSpec,

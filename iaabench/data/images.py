@@ -36,7 +36,9 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Imag
     notes = []
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own `max_pixels` decides below (from the header, before decoding); Pillow's
+            # lower warning threshold is ignored and its hard limit (twice that) still refuses.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
@@ -46,6 +48,8 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Imag
                 fmt = im.format or "?"
                 if path.suffix.lower() not in _FORMAT_EXT.get(fmt, {path.suffix.lower()}):
                     notes.append(f"{fmt} content in a {path.suffix} file")
+                if im.mode in ("RGB", "RGBA") and any(";16" in str(t[3]) for t in im.tile or () if len(t) > 3):
+                    notes.append("reduced 16-bit samples to 8-bit")  # Pillow does it while decoding
                 im.load()
                 if im.mode != "RGB":
                     notes.append(f"converted {im.mode} to RGB")
@@ -58,7 +62,7 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Imag
         raise ImageError(path, f"too large: {e}") from None
     except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as e:
         reason = str(e).split("\n")[0][:160]
-        if "truncated" in reason:
+        if "truncated" in reason.lower():
             reason = "truncated file"
         raise ImageError(path, f"unreadable: {reason}") from None
     return im, ("; ".join(notes) or None)

@@ -108,8 +108,7 @@ def normalize_header(fields: Sequence[str]) -> tuple[str, ...]:
 
 
 def read_table(path: Path, *, header: Sequence[str] | None, sep: str | None, ncols: int,
-               problems: Problems, what: str, expected_at: str | None = None
-               ) -> list[tuple[int, list[str]]]:
+               problems: Problems, what: str, hint: str | None = None) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every data row of a delimited label file.
 
     `header`: the expected first row (compared without case, spaces or quotes); a different
@@ -123,7 +122,7 @@ def read_table(path: Path, *, header: Sequence[str] | None, sep: str | None, nco
         if first and header is not None:
             first = False
             if normalize_header(fields) != normalize_header(header):
-                raise wrong_file(path, what, f"header `{_show_header(header, sep)}`", expected_at)
+                raise wrong_file(path, what, f"header `{_show_header(header, sep)}`", hint)
             continue
         first = False
         if len(fields) != ncols:
@@ -171,7 +170,7 @@ def parse_int(text: str, path: Path, line: int, what: str, problems: Problems, l
 
 # ----------------------------------------------------------------------------- wrong files
 
-_AVA_ROW = re.compile(r"^\d+(\s+\d+){14}$")
+AVA_ROW = re.compile(r"^\d+(\s+\d+){14}$")
 _JPGL_ROW = re.compile(r"^\d+$")
 _NAME_SCORE = re.compile(r"^\S+\.(jpe?g|png)\s+[-+0-9.eE]+$", re.IGNORECASE)
 
@@ -191,14 +190,15 @@ def sniff(path: str | Path) -> str | None:
     if not first:
         return "an empty file"
     low = first.lower()
-    if _AVA_ROW.match(first):
+    if AVA_ROW.match(first):
         return "AVA.txt (AVA labels: index, image id, 10 vote counts, 2 tags, challenge)"
     if low.startswith("image_id,score2"):
         return "a TANet AVA split CSV (image_id,score2..score11,tag1,tag2,tag3)"
     if low.replace(" ", "") == "image,score":
         return "a TAD66K label CSV (image,score)"
     if '"' in first and "imagepair" in low and "," not in first:
-        return "a third party's normalised FLICKR-AES derivative (space-separated, quoted header), not an original FLICKR-AES file"
+        return ("a third party's normalised FLICKR-AES derivative (space-separated, quoted header), "
+                "not an original FLICKR-AES file")
     if low.replace(" ", "") == "worker,imagepair,score":
         return "FLICKR-AES_image_labeled_by_each_worker.csv (FLICKR-AES per-worker ratings)"
     if _NAME_SCORE.match(first):
@@ -220,13 +220,13 @@ def describe_binary(head: bytes) -> str:
     return "binary data"
 
 
-def wrong_file(path: Path, what: str, expected: str, expected_at: str | None = None) -> LabelFileError:
-    """The error for a label file whose first row is not what `what` starts with."""
+def wrong_file(path: Path, what: str, expected: str, hint: str | None = None) -> LabelFileError:
+    """The error for a label file whose first row is not what `what` starts with: it names
+    the file, what was expected there, and what the file looks like instead."""
     looks = sniff(path)
     msg = f"not {what}: expected {expected} on the first line"
     if looks:
         msg += f"; this file looks like {looks}"
-    hint = f"{what} is expected at {expected_at}" if expected_at else None
     return LabelFileError(path, 1, msg, hint)
 
 
@@ -243,7 +243,7 @@ def dataset_root(name: str, root: str | Path | None, expected: str) -> Path:
                 f"no folder given for dataset '{name}': expected {expected} in $IAABENCH_DATA/{name}/, "
                 "but IAABENCH_DATA is not set", DATA_HINT)
         root = base / name
-    root = Path(root).expanduser()
+    root = Path(root).expanduser().absolute()  # sample paths stay valid if the caller changes directory
     if not root.is_dir():
         raise DatasetNotFoundError(f"dataset folder for '{name}' not found: {root} does not exist "
                                    f"(expected {expected} in it)", DATA_HINT)
@@ -258,16 +258,34 @@ def locate(name: str) -> Path | None:
     return None
 
 
-def find_first(candidates: Sequence[Path], what: str, dataset: str) -> Path:
-    """The first existing path of `candidates`, else a message listing where we looked."""
+def find_first(candidates: Sequence[Path], what: str, dataset: str, root: Path | None = None) -> Path:
+    """The first existing path of `candidates`, else a message listing where we looked (and,
+    given `root`, which other dataset's folder it looks like)."""
     for p in candidates:
         if p.is_file():
             return p
     others = "" if len(candidates) == 1 else " (also looked at " + ", ".join(str(p) for p in candidates[1:]) + ")"
-    raise DatasetNotFoundError(f"{dataset}: {what} not found: expected {candidates[0]}{others}", DATA_HINT)
+    looks = describe_folder(root) if root is not None else None
+    also = f"; {root} looks like the {looks} folder" if looks and looks != dataset else ""
+    raise DatasetNotFoundError(f"{dataset}: {what} not found: expected {candidates[0]}{others}{also}", DATA_HINT)
 
 
-def image_folder(images: str | Path | None, candidates: Sequence[Path], require: bool) -> Path:
+_FOLDER_MARKS = {
+    "AVA": ("AVA.txt", "AVA_dataset/AVA.txt"),
+    "TAD66K": ("merge/train.csv", "dataset/merge/train.csv"),
+    "FLICKR-AES": ("FLICKR-AES_image_labeled_by_each_worker.csv", "FLICKR-AES_image_score.txt"),
+}
+
+
+def describe_folder(root: Path) -> str | None:
+    """Which dataset's published layout `root` holds, if any."""
+    for name, marks in _FOLDER_MARKS.items():
+        if any((root / m).is_file() for m in marks):
+            return name
+    return None
+
+
+def image_folder(images: str | Path | None, candidates: Sequence[Path], require: bool, dataset: str) -> Path:
     """The image folder: `images` if given, else the first existing candidate.
 
     With `require` (the default for loaders) a missing folder is an error; without it (labels
@@ -276,7 +294,7 @@ def image_folder(images: str | Path | None, candidates: Sequence[Path], require:
     if images is not None:
         folder = Path(images).expanduser()
         if require and not folder.is_dir():
-            raise DatasetNotFoundError(f"image folder {folder} does not exist",
+            raise DatasetNotFoundError(f"{dataset}: image folder {folder} does not exist",
                                        "pass the folder holding the image files, or read labels only "
                                        "(require_images=False / `iaabench data verify --labels-only`)")
         return folder
@@ -285,7 +303,7 @@ def image_folder(images: str | Path | None, candidates: Sequence[Path], require:
             return c
     if require:
         raise DatasetNotFoundError(
-            "image folder not found: expected " + " or ".join(str(c) for c in candidates),
+            f"{dataset}: image folder not found: expected " + " or ".join(str(c) for c in candidates),
             "pass images=PATH (--images) for images kept elsewhere, or read labels only "
             "(require_images=False / `iaabench data verify --labels-only`)")
     return candidates[0]
@@ -294,10 +312,11 @@ def image_folder(images: str | Path | None, candidates: Sequence[Path], require:
 def relative_key(path: Path, root: Path) -> str:
     """How a label file is named in records: relative to the dataset folder where it lies
     inside it (so records from two machines compare), else its absolute path."""
+    path = Path(os.path.abspath(path))  # not resolve(): a symlinked file inside root stays relative
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return path.relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
-        return str(path.resolve())
+        return str(path)
 
 
 def checksums(files: Iterable[Path], root: Path) -> dict[str, str]:
@@ -402,9 +421,10 @@ def strict_check(skipped: list[Skipped], dataset: str) -> None:
     first = skipped[0]
     where, _, line = first.where.rpartition(":")
     more = f" ({len(skipped) - 1} more rows would be skipped)" if len(skipped) > 1 else ""
+    hint = "without --strict such rows are skipped and recorded"
     if line.isdigit():
-        raise LabelFileError(where, int(line), f"{first.reason}{more}", "without --strict such rows are skipped and recorded")
-    raise LabelFileError(first.where, None, f"{first.reason}{more}", "without --strict such rows are skipped and recorded")
+        raise LabelFileError(where, int(line), f"{first.reason}{more}", hint)
+    raise LabelFileError(first.where, None, f"{first.reason}{more}", hint)
 
 
 def finish(*, dataset: str, scale: tuple[float, float], split: str, splits: dict[str, list[Sample]],

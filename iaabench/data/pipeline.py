@@ -5,12 +5,14 @@ Randomness is per image: the crop offsets and the flip of image `i` in epoch `e`
 generator seeded with (seed, e, i), so a batch is the same whatever the number of workers,
 and a resumed run sees exactly the augmentations an uninterrupted one would have seen.
 Images that cannot be decoded are dropped from their batch and reported with the reason
-(`Batch.failed`); the caller counts them, or stops under `--strict`.
+(`Batch.failed`); the caller counts them, or stops under `--strict`. Images decoded with a
+conversion (CMYK, 16-bit, PNG content in a .jpg, upscaled, ...) say so in `Batch.notes`, which
+the run record counts (`collecting_notes`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -112,10 +114,10 @@ class ImageDataset(torch.utils.data.Dataset):
             im = resize_pil(im, self.spec.resize)
             im, up = upscale_to(im, self.spec.crop)
         except ImageError as e:
-            return None, i, e.reason
+            return None, i, e.reason, None
         x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # uint8 CHW
         x = apply_crops_flip(x.unsqueeze(0), self.spec, self.train, [item_generator(self.seed, self.epoch, i)])[0]
-        return normalize(x, self.spec.normalize), i, None
+        return normalize(x, self.spec.normalize), i, None, "; ".join(t for t in (note, up) if t) or None
 
 
 def apply_crops_flip(x: torch.Tensor, spec: TransformSpec, train: bool, rngs: list[np.random.Generator]) -> torch.Tensor:
@@ -138,14 +140,27 @@ class Batch:
     x: torch.Tensor  # (B, crops, C, H, W) normalized float
     index: torch.Tensor  # (B,) positions in the sample list
     failed: list[tuple[int, str]] = field(default_factory=list)
+    notes: list[tuple[int, str]] = field(default_factory=list)  # decoded images with a conversion
 
 
 def _collate(items) -> Batch:
-    ok = [(x, i) for x, i, r in items if r is None]
-    failed = [(i, r) for x, i, r in items if r is not None]
+    ok = [(x, i) for x, i, r, _ in items if r is None]
+    failed = [(i, r) for x, i, r, _ in items if r is not None]
+    notes = [(i, n) for x, i, r, n in items if n]
     if not ok:
-        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), failed)
-    return Batch(torch.stack([x for x, _ in ok]), torch.tensor([i for _, i in ok]), failed)
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), failed, notes)
+    return Batch(torch.stack([x for x, _ in ok]), torch.tensor([i for _, i in ok]), failed, notes)
+
+
+def collecting_notes(batches: Callable[..., Iterator[Batch]], notes: dict[str, str]) -> Callable[..., Iterator[Batch]]:
+    """`batches` that also stores each image's decoding note in `notes` (image path -> note),
+    so that the run record says which images were converted rather than used as they were."""
+    def noting(samples: Sequence[Sample], *args, **kw) -> Iterator[Batch]:
+        for batch in batches(samples, *args, **kw):
+            for i, note in batch.notes:
+                notes[str(samples[i].path)] = note
+            yield batch
+    return noting
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> list[int]:

@@ -60,6 +60,9 @@ MIN_INPUT_SIDE = 75
 #: Longer side above which images are downscaled before extraction (see iaabench.features).
 DEFAULT_MAX_SIDE = 2048
 KERAS_BN = {"eps": 1e-3, "momentum": 0.01}
+#: timm's stem modules (before the first mixed layer) and the stages the MLSP maps come from.
+_STEM = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "maxpool_5a")
+_STAGES = ("mixed_5b", "repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2", "block8")
 
 
 class MLSPTrunk(nn.Module):
@@ -67,9 +70,7 @@ class MLSPTrunk(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        names = ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "maxpool_5a",
-                 "mixed_5b", "repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2", "block8"]
-        for n in names:  # the classifier end (conv2d_7b, pooling, fc) is not used by MLSP
+        for n in _STEM + _STAGES:  # the classifier end (conv2d_7b, pooling, fc) is not used by MLSP
             self.add_module(n, getattr(net, n))
         self._taps: list[torch.Tensor] | None = None
         # a residual block's "mixed" tensor is its branch concatenation: the input of its conv2d
@@ -85,21 +86,19 @@ class MLSPTrunk(nn.Module):
         if min(h, w) < MIN_INPUT_SIDE:
             raise ConfigError(f"MLSP's Inception-ResNet-v2 needs at least {MIN_INPUT_SIDE} px per side, got {w}x{h}",
                               "iaabench.features.extract_features upscales such images (with a note)")
-        self._taps = []
+        for n in _STEM:
+            x = getattr(self, n)(x)
+        out: list[torch.Tensor] = []
+        self._taps = []  # the hooks append each residual block's branch concatenation here
         try:
-            for n in ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "maxpool_5a"]:
-                x = getattr(self, n)(x)
-            out = [x := self.mixed_5b(x)]
-            x = self.repeat(x)
-            out += self._taps
-            self._taps = []
-            out.append(x := self.mixed_6a(x))
-            x = self.repeat_1(x)
-            out += self._taps
-            self._taps = []
-            out.append(x := self.mixed_7a(x))
-            self.block8(self.repeat_2(x))
-            out += self._taps
+            for mixed, blocks in ((self.mixed_5b, [self.repeat]), (self.mixed_6a, [self.repeat_1]),
+                                  (self.mixed_7a, [self.repeat_2, self.block8])):
+                x = mixed(x)
+                out.append(x)
+                for b in blocks:
+                    x = b(x)
+                out += self._taps
+                self._taps = []
         finally:
             self._taps = None
         return out
@@ -124,10 +123,18 @@ def area_resize(x: torch.Tensor, side: int = WIDE_SIDE) -> torch.Tensor:
     return torch.einsum("ph,bchw,qw->bcpq", ah, x, aw)
 
 
+@torch.no_grad()
 def _he_normal(linear: nn.Linear) -> nn.Linear:
-    """Keras 2.2 'he_normal': truncated normal (2 std) with std sqrt(2 / fan_in); zero bias."""
+    """Keras 2.2 'he_normal': a normal with std sqrt(2 / fan_in) truncated at 2 std (drawn by
+    redrawing the values outside, which is exact and much faster than inverting the CDF for the
+    35M weights of the first layer); zero bias."""
     std = math.sqrt(2.0 / linear.in_features)
-    nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+    w = linear.weight.view(-1).normal_(0.0, std)
+    redraw = torch.nonzero(w.abs() > 2 * std).squeeze(1)
+    while redraw.numel():
+        new = torch.randn(redraw.numel(), dtype=w.dtype) * std
+        w[redraw] = new
+        redraw = redraw[new.abs() > 2 * std]
     nn.init.zeros_(linear.bias)
     return linear
 
@@ -224,10 +231,14 @@ class MLSP(IAAModel):
         self.feature_dim = MLSP_CHANNELS * (WIDE_SIDE ** 2 if wide else 1)
         self.max_input_side = int(max_side)
         self._trunk_sha256: str | None = None
+        self.trunk.eval()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalized images -> (B, feature_dim) MLSP features (float32). Wide
-        layout: channels first, (16,928, 5, 5) flattened in C, H, W order."""
+        layout: channels first, (16,928, 5, 5) flattened in C, H, W order. The trunk always runs
+        in eval mode (ImageNet BatchNorm statistics), whatever the model's mode."""
+        if self.trunk.training:
+            self.trunk.eval()
         with torch.no_grad():
             maps = self.trunk(x)
             if self.wide:
@@ -238,7 +249,9 @@ class MLSP(IAAModel):
         return self.regressor(f.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_forward(self.features(x))
+        """Images (B, 3, H, W) -> raw scores; precomputed features (B, feature_dim) go straight
+        to the head (how the harness trains and evaluates on the feature cache)."""
+        return self.head_forward(x if x.dim() == 2 else self.features(x))
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"head": [p for p in self.regressor.parameters() if p.requires_grad]}

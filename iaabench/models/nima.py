@@ -79,16 +79,16 @@ def _build(trunk_fn, head: str, pretrained: str | None = "default", dropout: flo
 
 @register_model("nima", family="nima", paper=PAPER, heads=("dist",),
                 description="NIMA on ImageNet MobileNetV2 (the default variant)")
-def nima(head="dist", pretrained="default", **kw):
-    return _build(_mobilenet_v2, head, pretrained, **kw)
+def nima(head="dist", pretrained="default", dropout=0.75):
+    return _build(_mobilenet_v2, head, pretrained, dropout)
 
 
 @register_model("nima-vgg16", family="nima", paper=PAPER, heads=("dist",), description="NIMA on ImageNet VGG-16")
-def nima_vgg16(head="dist", pretrained="default", **kw):
-    return _build(_vgg16, head, pretrained, **kw)
+def nima_vgg16(head="dist", pretrained="default", dropout=0.75):
+    return _build(_vgg16, head, pretrained, dropout)
 
 
 @register_model("nima-inception", family="nima", paper=PAPER, heads=("dist",),
                 description="NIMA on ImageNet Inception-v3, standing in for the paper's Inception-v2")
-def nima_inception(head="dist", pretrained="default", **kw):
-    return _build(_inception_v3, head, pretrained, **kw)
+def nima_inception(head="dist", pretrained="default", dropout=0.75):
+    return _build(_inception_v3, head, pretrained, dropout)

@@ -2,7 +2,7 @@
 (He, Zhang, Xie, Jiang & Ming, IJCAI 2022). https://www.ijcai.org/proceedings/2022/132
 
 This is TANet as the authors released it (their TAD66K and AVA training scripts), not as the
-paper describes it; `/shared/reference/tanet.md` and the card (`baselines/tanet.yaml`) list the
+paper describes it; the shared `reference/tanet.md` and the card (`baselines/tanet.yaml`) list the
 differences. Module and parameter names reproduce the authors' state_dict keys exactly, so
 their released checkpoints (`SRCC_513_LCC_531_MSE_016.pth`, `SRCC_758_LCC_765.pth`) load with
 `create_model("tanet", head=..., weights=FILE)`.
@@ -38,7 +38,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from ..registry import register_model
-from ..weights import WeightSpec, extract_state_dict, load_into, resolve, safe_load
+from ..weights import extract_state_dict, load_into, resolve, safe_load
 from . import backbones
 from .base import IAAModel
 
@@ -105,7 +105,8 @@ def mobilenet_v2_features() -> nn.Sequential:
     return features
 
 
-def mobilenet_v2_from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def mobilenet_v2_from_torchvision(state: dict[str, torch.Tensor], path: str | Path = "<state_dict>"
+                                  ) -> dict[str, torch.Tensor]:
     """Map a torchvision MobileNetV2 state_dict (`mobilenet_v2-b0353104.pth`) onto the authors'
     layout (`features.<i>.conv.<k>` with k in 0,1,3,4,6,7; classifier dropped).
 
@@ -116,6 +117,9 @@ def mobilenet_v2_from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, t
     remaining difference is the last 1x1 conv's activation (the authors' ReLU vs torchvision's
     ReLU6: equal for values up to 6).
     """
+    ref = state.get("features.0.0.weight")
+    if ref is None:
+        raise WeightsError(f"{path}: not a MobileNetV2 state_dict (no features.0.0.weight)")
     out: dict[str, torch.Tensor] = {}
     # torchvision sub-module -> authors' index inside `conv`, for blocks with and without expansion.
     expand_map = {"0.0": "0", "0.1": "1", "1.0": "3", "1.1": "4", "2": "6", "3": "7"}
@@ -124,18 +128,15 @@ def mobilenet_v2_from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, t
         if not key.startswith("features."):
             continue  # the ImageNet classifier
         parts = key.split(".")
-        block = int(parts[1])
+        block = int(parts[1]) if parts[1].isdigit() else -1
         if block in (0, 18):
             out[key] = value
             continue
         sub, leaf = ".".join(parts[3:-1]), parts[-1]
         mapping = no_expand_map if block == 1 else expand_map
-        if parts[2] != "conv" or sub not in mapping:
-            raise WeightsError(f"unexpected key {key} in a torchvision MobileNetV2 state_dict")
+        if not 1 <= block <= 17 or parts[2] != "conv" or sub not in mapping:
+            raise WeightsError(f"{path}: unexpected key {key} for a MobileNetV2 (torchvision or the authors' layout)")
         out[f"features.{block}.conv.{mapping[sub]}.{leaf}"] = value
-    ref = state.get("features.0.0.weight")
-    if ref is None:
-        raise WeightsError("not a torchvision MobileNetV2 state_dict (no features.0.0.weight)")
     eps = 1e-5  # BatchNorm2d's default: (x - 0) / sqrt((1 - eps) + eps) = x
     out["features.1.conv.0.weight"] = torch.eye(32, dtype=ref.dtype).view(32, 32, 1, 1)
     out["features.1.conv.1.weight"] = torch.ones(32, dtype=ref.dtype)
@@ -271,24 +272,27 @@ class TANet(IAAModel):
         if self.head == "score":
             m = torch.softmax(m, dim=1)
         else:
-            if m.shape[0] < 2:
-                raise ConfigError(
-                    "TANet's AVA head (head='dist') normalises its theme branch over the batch (a fresh "
-                    "BatchNorm1d(B) in every forward, as released) and cannot predict a batch of one image",
-                    "use an evaluation batch size of at least 2 (the card's eval_batch_size), "
-                    "or the batch-independent variant tanet-per-sample")
             # A freshly created BatchNorm1d(B) in training mode: batch statistics, weight 1, bias 0.
             m = self.tygertnet.relu7(F.batch_norm(m, None, None, training=True, eps=1e-5))
         # Average-pool each row of B values to 10 (B < 10 repeats values, as adaptive pooling does).
         return F.adaptive_avg_pool1d(m.unsqueeze(1), 10).squeeze(1)
 
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, 224, 224):
+            raise ConfigError(f"TANet takes (B, 3, 224, 224) image batches, got {tuple(x.shape)}",
+                              "its aesthetic branch average-pools a 7 x 7 feature map; set the test "
+                              "transform to resize: [224, 224] (or a 224 crop)")
+        if x.shape[0] < 2 and self.head == "dist" and self.batch_dependent:
+            raise ConfigError(
+                "TANet's AVA head (head='dist') normalises its theme branch over the batch (a fresh "
+                "BatchNorm1d(B) in every forward, as released) and cannot predict a batch of one image",
+                "use an evaluation batch size of at least 2 (the card's eval_batch_size), "
+                "or the batch-independent variant tanet-per-sample")
+
     def forward_with_branches(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The output and each branch's 10 values before fusion (and the first 8 Places365
         logits per image), for parity checks against the authors' code."""
-        if tuple(x.shape[-2:]) != (224, 224):
-            raise ConfigError(f"TANet takes 224 x 224 images, got {x.shape[-2]} x {x.shape[-1]}",
-                              "its aesthetic branch average-pools a 7 x 7 feature map; set the test "
-                              "transform to resize: [224, 224] (or a 224 crop)")
+        self._check_input(x)
         branches = {"aesthetic": self.mobileNet(x)}
         if "theme" in self.branches:
             logits = self.res365_last(x)
@@ -346,20 +350,15 @@ class TANet(IAAModel):
 
 def load_mobilenet_v2(features: nn.Sequential, path: str | Path) -> None:
     """Load an ImageNet MobileNetV2 file into the authors' feature layout: torchvision's
-    (`mobilenet_v2-b0353104.pth`, converted by `mobilenet_v2_from_torchvision`) or one already
-    in the authors' layout (`mobilenetv2.pth.tar`, the NIMA-repository file their scripts name)."""
+    (`mobilenet_v2-b0353104.pth`, the default, converted by `mobilenet_v2_from_torchvision`) or
+    one already in the authors' layout, such as the file their scripts name,
+    https://s3-us-west-1.amazonaws.com/models-nima/mobilenetv2.pth.tar (pass it as
+    `mobilenet=PATH`)."""
     state = extract_state_dict(safe_load(path), path)
     if not _is_authors_mobilenet(state):
-        state = mobilenet_v2_from_torchvision(state)
+        state = mobilenet_v2_from_torchvision(state, path)
     state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
     load_into(features, state, path)
-
-
-# Pretrained files. The Places365 ResNet-18 and torchvision's MobileNetV2 live in
-# backbones.SPECS; the authors' own MobileNetV2 file is accepted through `mobilenet=PATH`.
-AUTHORS_MOBILENET_V2 = WeightSpec(
-    "mobilenetv2.pth.tar", "ImageNet MobileNetV2 in the layout the TANet scripts use (from the NIMA PyTorch repository)",
-    "https://s3-us-west-1.amazonaws.com/models-nima/mobilenetv2.pth.tar", "see the source")
 
 
 def _resolve_pretrained(places365: str | None, mobilenet: str | None, need_places: bool) -> tuple[Path | None, Path]:
@@ -406,7 +405,8 @@ _BATCH_WARNING = ("predictions depend on the other images of the batch (the them
 
 
 @register_model("tanet", family="tanet", paper=PAPER, heads=("score", "dist"),
-                description="TANet as released: score = TAD66K head (sigmoid, MSE), dist = AVA head (10-bin softmax, EMD)",
+                description="TANet as released: score = TAD66K head (sigmoid, MSE), "
+                            "dist = AVA head (10-bin softmax, EMD)",
                 warning=_BATCH_WARNING + "; the AVA head cannot predict a batch of one image")
 def tanet(head="score", pretrained="default", **kw):
     return _create_tanet(head, pretrained, **kw)

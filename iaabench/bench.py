@@ -1,0 +1,611 @@
+"""`iaabench bench`: how fast each part of a run is, measured in one process and recorded.
+
+One call measures, for a model, a dataset and a device:
+
+- `cache_build`: decoding the JPEGs once into the pixel cache with PIL (only when it had to
+  be built; a reused cache says so); on CUDA also `cache_build_gpu`, the same with batched
+  nvJPEG decoding on the GPU, and how far its pixels are from PIL's;
+- `data`: the fast data path alone (cached pixels -> augmented, normalized batches on the
+  device);
+- `model_step`: one training step alone on tensors already on the device (forward, the
+  recipe's loss, backward, optimizer step; bf16 autocast and channels_last on CUDA);
+- `train`: end-to-end training, the fast data path feeding that step;
+- `eval`: end-to-end evaluation, the fast path with the test transforms feeding a forward
+  pass without gradients;
+- `reference_data` and `reference_train`: the reference path (PIL decode + transforms in a
+  DataLoader every epoch, as the authors' scripts do), alone and feeding the same step.
+
+Each measurement runs `warmup` batches, then times `steps` batches (epochs are chained when
+the dataset is shorter), synchronizing the GPU before reading the clock. It prints images/s,
+peak memory (GPU: `max_memory_allocated` per measurement; CPU: the process's peak resident
+size so far, which only grows) and the ratios to the reference path, and writes a JSON record
+under `results/bench/`. `docs/performance.md` is generated from those records by
+`write_performance_page`, never typed by hand; where no GPU record exists it says the GPU
+numbers are not measured yet.
+
+The training step here keeps targets on the device and never waits for the GPU inside the
+loop (no `loss.item()` per step), so the GPU is fed as fast as the data path allows.
+`data_only` keeps the two data paths alone (on a CPU the model phases take minutes).
+
+Record keys (schema 1): kind "bench", date, model, head, dataset, recipe, device (kind, name,
+memory, CPU and cores), load_average (before/after: a busy CPU gives lower numbers),
+batch_size, eval_batch_size, workers, steps, warmup, reference_steps, compile, data_only, amp,
+channels_last, cudnn_benchmark, transforms, images (counts, mean JPEG size), cache (folders,
+built or reused), results ({phase: images, steps, seconds, images_per_s, peak memory}),
+ratios (data_vs_reference, train_vs_reference), versions, git, command.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import secrets
+import time
+from dataclasses import asdict
+from itertools import count, repeat
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import IAAError
+from .paths import PROJECT_ROOT, results_dir
+
+SCHEMA = 1
+
+#: The issue's targets. These are requirements, not measurements: the performance page checks
+#: each against the newest matching record and says "not measured yet" where there is none.
+TARGETS = [
+    {"id": "tanet-train-h100", "what": "TANet training, end to end from JPEG files", "model": "tanet",
+     "device": "cuda", "gpu": "H100", "metric": "train", "min": 3000.0, "unit": "images/s"},
+    {"id": "nima-train-h100", "what": "NIMA-MobileNetV2 training, end to end from JPEG files", "model": "nima",
+     "device": "cuda", "gpu": "H100", "metric": "train", "min": 4500.0, "unit": "images/s"},
+    {"id": "mobilenet-eval-h100", "what": "MobileNet-class evaluation (NIMA-MobileNetV2), end to end",
+     "model": "nima", "device": "cuda", "gpu": "H100", "metric": "eval", "min": 5000.0, "unit": "images/s"},
+    {"id": "cpu-cached-vs-reference", "what": "Cached data path vs reference data path, 2 CPU cores, synthetic data",
+     "model": None, "device": "cpu", "cores": 2, "metric": "data_vs_reference", "min": 3.0, "unit": "x"},
+]
+
+PHASE_TITLES = {
+    "cache_build": "cache build (decode once, PIL)",
+    "cache_build_gpu": "cache build (decode once, GPU)",
+    "data": "data path (fast)",
+    "model_step": "model step alone",
+    "train": "training, end to end",
+    "eval": "evaluation, end to end",
+    "reference_data": "reference data path",
+    "reference_train": "reference training, end to end",
+}
+
+
+def bench_dir() -> Path:
+    return results_dir() / "bench"
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(device: str) -> dict:
+    if device.startswith("cuda"):
+        return {"peak_gpu_bytes": int(torch.cuda.max_memory_allocated())}
+    # ru_maxrss is in KiB on Linux. It is the peak since the process started: it only grows.
+    return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_child_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+
+
+def _measure(stream: Iterator, fn: Callable[[object], int], warmup: int, steps: int, device: str) -> dict:
+    """Run `fn` on `warmup` then `steps` items of `stream`; `fn` returns the images it used."""
+    for _ in range(warmup):
+        fn(next(stream))
+    _sync(device)
+    _reset_peak(device)
+    images = 0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        images += fn(next(stream))
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {"images": images, "steps": steps, "seconds": round(seconds, 4),
+            "images_per_s": round(images / seconds, 1) if seconds > 0 else None, **_peak(device)}
+
+
+def _epochs(make_epoch: Callable[[int], Iterator]) -> Iterator:
+    """Batches of epoch 0, then 1, ... (a measurement longer than the dataset chains epochs)."""
+    for epoch in count():
+        empty = True
+        for item in make_epoch(epoch):
+            empty = False
+            yield item
+        if empty:
+            raise IAAError("the dataset gives no batch to measure: too few usable images for this batch size",
+                           "lower --batch-size")
+
+
+class _Step:
+    """The training step every measurement shares: targets looked up on the device, the
+    recipe's loss under bf16 autocast (CUDA), backward, optimizer step; no host sync."""
+
+    def __init__(self, model, recipe, samples, scale_max: float, device: str):
+        from .losses import get_loss
+        from .train import build_optimizer
+
+        self.model, self.device = model, device
+        self.loss = get_loss(recipe.loss)
+        self.opt = build_optimizer(model, recipe)
+        self.scores = torch.tensor([s.score / scale_max for s in samples], dtype=torch.float32, device=device)
+        votes = [s.votes for s in samples]
+        self.dists = None
+        if votes and all(v is not None for v in votes):
+            v = torch.tensor(votes, dtype=torch.float32)
+            self.dists = (v / v.sum(1, keepdim=True)).to(device)
+
+    def targets(self, index: torch.Tensor, crops: int):
+        idx = index.to(self.device, non_blocking=True)
+        score = self.scores[idx]
+        dist = self.dists[idx] if self.dists is not None else None
+        if crops > 1:  # each crop is a training sample with its image's label
+            score = score.repeat_interleave(crops)
+            dist = dist.repeat_interleave(crops, 0) if dist is not None else None
+        return score, dist
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor, crops: int = 1) -> None:
+        from .models.base import Prediction
+        from .train import autocast
+
+        score_t, dist_t = self.targets(index, crops)
+        with autocast(self.device):
+            pred = self.model.predict(self.model(x))
+        pred = Prediction(pred.score.float(), pred.dist.float() if pred.dist is not None else None)
+        loss = self.loss(pred, score_t, dist_t)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: a CPU shared with other work gives lower numbers."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _device_info(device: str) -> dict:
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        return {"kind": "cuda", "name": torch.cuda.get_device_name(torch.device(device)),
+                "memory_bytes": int(props.total_memory), "cpu": _cpu_name(), "cpu_cores": _cores()}
+    return {"kind": "cpu", "name": f"{_cpu_name()} ({_cores()} cores)", "cpu": _cpu_name(), "cpu_cores": _cores(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def _jpeg_stats(samples, k: int = 64) -> dict:
+    """Mean size of (up to) the first `k` image files, so a record says what was decoded."""
+    from PIL import Image
+
+    dims, sizes = [], []
+    for s in samples[:k]:
+        try:
+            with Image.open(s.path) as im:
+                dims.append(im.size)
+                fmt = im.format
+            sizes.append(os.path.getsize(s.path))
+        except OSError:
+            continue
+    if not dims:
+        return {}
+    return {"format": fmt, "mean_width": round(float(np.mean([d[0] for d in dims])), 1),
+            "mean_height": round(float(np.mean([d[1] for d in dims])), 1),
+            "mean_bytes": round(float(np.mean(sizes)))}
+
+
+def _default_command(model, dataset, device, batch_size, steps, compile, data_only=False) -> str:
+    cmd = f"iaabench bench --model {model} --dataset {dataset} --device {device}"
+    if batch_size:
+        cmd += f" --batch-size {batch_size}"
+    if steps:
+        cmd += f" --steps {steps}"
+    return cmd + (" --compile" if compile else "") + (" --data-only" if data_only else "")
+
+
+def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_size: int | None = None,
+              steps: int | None = None, warmup: int | None = None, recipe: str | None = None,
+              compile: bool = False, out_dir: str | Path | None = None, workers: int | None = None,
+              data_root: str | Path | None = None, dataset_options: dict | None = None,
+              eval_batch_size: int | None = None, reference: bool = True, reference_steps: int | None = None,
+              cache_root: str | Path | None = None, command: str | None = None, seed: int = 0,
+              gpu_decode: bool = True, data_only: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Measure every phase (see the module docstring), print them, write the record; return it.
+
+    `recipe` defaults to the model card's recipe for the dataset; `batch_size` (training) and
+    `eval_batch_size` default to the recipe's (`batch_size` alone sets both). `workers`
+    (default: all cores, at most 16) serve the cache build, the fast path and the reference
+    path alike. `command` is stored as the command that produced the record. On CUDA,
+    `gpu_decode` also times building the training cache with the batched GPU decoder
+    (`decoder="torchvision"`) and compares its pixels with PIL's; the measurements themselves
+    use the PIL-decoded cache, whose pixels equal the reference path's. `data_only` measures
+    the two data paths alone (on a CPU the model phases take minutes)."""
+    from . import api
+    from .cards import load_card
+    from .data.cache import can_cache, open_cache
+    from .data.fast import fast_batches
+    from .data.pipeline import reference_batches
+    from .registry import model_info
+    from .results import atomic_write_text, git_state
+    from .train import autocast, flatten_crops
+
+    on_cuda = device.startswith("cuda")
+    steps = steps or (50 if on_cuda else 10)
+    warmup = warmup if warmup is not None else (10 if on_cuda else 2)
+    reference_steps = reference_steps or max(2, steps // 2)
+    workers = workers if workers is not None else min(_cores(), 16)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+
+    info = model_info(model_name)
+    card = load_card(info.family)
+    recipe_name = recipe or card.recipe_name_for(dataset_name)
+    rec = card.recipe(recipe_name)
+    bs = batch_size or rec.batch_size
+    ebs = eval_batch_size or batch_size or rec.eval_batch_size
+    head = rec.head or info.heads[0]
+    data = api.load_dataset(dataset_name, root=data_root, **(dataset_options or {}))
+    train_s = list(data.splits["train"])
+    eval_s = train_s + [s for k, v in data.splits.items() if k != "train" for s in v]
+    scale_max = float(data.scale[1])
+    tr_spec, te_spec = rec.train_transforms, rec.test_transforms
+    key = {"dataset": data.dataset, "split": data.split, "labels": data.label_files}
+    dev = _device_info(device)
+    load_before = _load_average()
+    log(f"bench {model_name} ({head} head, recipe {recipe_name}) on {data.dataset}: {len(train_s)} training images, "
+        f"{len(eval_s)} for evaluation; {dev['name']}; batch {bs}/{ebs}; {workers} workers")
+
+    torch.manual_seed(seed)
+    model = api.create_model(model_name, head=head, pretrained="none", **rec.options).to(device)
+    if on_cuda:
+        model.to(memory_format=torch.channels_last)
+    run_model = torch.compile(model) if compile else model
+    step = _Step(model, rec, train_s, scale_max, device)
+    step.model = run_model
+    crops = tr_spec.crops if tr_spec.crop else 1
+    results: dict[str, dict] = {}
+    cache_info = {}
+
+    # Decode once (timed only when the cache had to be built).
+    for name, spec, samples in (("train", tr_spec, train_s), ("eval", te_spec, eval_s)):
+        if can_cache(spec):
+            c = open_cache(samples, spec, cache_key=key, root=cache_root, workers=workers)
+            cache_info[name] = {"folder": str(c.folder), "bytes": c.nbytes, "size": list(c.shape),
+                                "failed": len(c.failed), **c.build}
+        else:
+            cache_info[name] = {"cacheable": False, "note": "full-resolution input: the reference path is used"}
+    if cache_info["train"].get("built"):
+        b = cache_info["train"]
+        results["cache_build"] = {"images": b["images"], "seconds": round(b["seconds"], 4),
+                                  "images_per_s": round(b["images_per_s"], 1) if b["images_per_s"] else None,
+                                  "workers": b["workers"], "decoder": "pil"}
+    if gpu_decode and on_cuda and can_cache(tr_spec):
+        log("  measuring the GPU decoder (nvJPEG via torchvision), kept in its own cache")
+        try:
+            c = open_cache(train_s, tr_spec, cache_key=key, root=cache_root, workers=workers, decoder="torchvision",
+                           decode_device=device)
+        except Exception as e:  # an optional measurement must not lose the others
+            results["cache_build_gpu"] = {"error": f"{type(e).__name__}: {e}"}
+        else:
+            pil_px = open_cache(train_s, tr_spec, cache_key=key, root=cache_root, log=lambda m: None).pixels()
+            k = min(len(train_s), 256)
+            ok = [i for i in range(k) if i not in c.failed]
+            diff = np.abs(np.asarray(c.pixels()[ok], dtype=np.int16) - np.asarray(pil_px[ok], dtype=np.int16))
+            b = c.build
+            results["cache_build_gpu"] = {
+                "images": b.get("images"), "seconds": round(b["seconds"], 4) if b.get("seconds") else None,
+                "images_per_s": round(b["images_per_s"], 1) if b.get("images_per_s") else None,
+                "decoder": "torchvision", "reused": b.get("reused", False),
+                "mean_abs_diff_vs_pil": round(float(diff.mean()), 3), "max_abs_diff_vs_pil": int(diff.max())}
+
+    def fast(samples, spec, bsize, train):
+        return _epochs(lambda e: fast_batches(samples, spec, bsize, train=train, seed=seed, epoch=e, device=device,
+                                              drop_last=train, cache_root=cache_root, cache_key=key,
+                                              workers=workers, min_last=2 if model.batch_dependent else 1))
+
+    def reference_stream(samples, spec, bsize):
+        return _epochs(lambda e: reference_batches(samples, spec, bsize, train=True, seed=seed, epoch=e,
+                                                   workers=workers, drop_last=True))
+
+    def train_step(batch) -> int:
+        step(flatten_crops(batch.x, device), batch.index, batch.x.shape[1])
+        return len(batch.index)
+
+    def touch(batch) -> int:
+        return len(batch.index)
+
+    model.train()
+    log("  measuring the data path")
+    results["data"] = _measure(fast(train_s, tr_spec, bs, True), touch, warmup, steps, device)
+
+    if not data_only:
+        log("  measuring the model step alone")
+        h, w = tr_spec.out_size or (model.input_size or 224,) * 2
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(bs * crops, 3, h, w, generator=g).to(device)
+        if on_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        index = torch.arange(bs) % len(train_s)
+
+        def synthetic_step(_) -> int:
+            step(x, index, crops)
+            return bs
+
+        results["model_step"] = _measure(repeat(None), synthetic_step, warmup, steps, device)
+
+        log("  measuring end-to-end training")
+        results["train"] = _measure(fast(train_s, tr_spec, bs, True), train_step, warmup, steps, device)
+
+        log("  measuring evaluation")
+        model.eval()
+        outputs = []
+
+        def eval_step(batch) -> int:
+            with torch.inference_mode(), autocast(device):
+                outputs.append(model.predict(run_model(flatten_crops(batch.x, device))).score)
+            return len(batch.index)
+
+        results["eval"] = _measure(fast(eval_s, te_spec, ebs, False), eval_step, warmup, steps, device)
+        outputs.clear()
+        model.train()
+
+    if reference:
+        log("  measuring the reference path")
+        results["reference_data"] = _measure(reference_stream(train_s, tr_spec, bs), touch, min(warmup, 2),
+                                             reference_steps, device)
+        if not data_only:
+            results["reference_train"] = _measure(reference_stream(train_s, tr_spec, bs), train_step,
+                                                  min(warmup, 2), reference_steps, device)
+
+    ratios = {}
+    for name, fast_phase, ref_phase in (("data_vs_reference", "data", "reference_data"),
+                                        ("train_vs_reference", "train", "reference_train")):
+        if fast_phase in results and ref_phase in results and results[ref_phase]["images_per_s"]:
+            ratios[name] = round(results[fast_phase]["images_per_s"] / results[ref_phase]["images_per_s"], 2)
+
+    import torchvision
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record = {
+        "schema": SCHEMA, "kind": "bench", "date": stamp,
+        "model": model_name, "head": head, "dataset": data.dataset, "recipe": recipe_name,
+        "device": dev, "load_average": {"before": load_before, "after": _load_average()},
+        "batch_size": bs, "eval_batch_size": ebs, "workers": workers, "steps": steps, "warmup": warmup,
+        "reference_steps": reference_steps if reference else None, "compile": compile, "data_only": data_only,
+        "amp": "bf16 autocast" if on_cuda else None, "channels_last": on_cuda,
+        "cudnn_benchmark": on_cuda,
+        "transforms": {"train": asdict(tr_spec), "test": asdict(te_spec)},
+        "images": {"train": len(train_s), "eval": len(eval_s), "jpeg": _jpeg_stats(train_s)},
+        "cache": cache_info, "results": results, "ratios": ratios,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "numpy": np.__version__},
+        "git": git_state(),
+        "command": command or _default_command(model_name, dataset_name, device, batch_size, steps, compile,
+                                               data_only),
+    }
+    out = Path(out_dir) if out_dir else bench_dir()
+    path = out / f"{stamp.replace(':', '')}-{model_name}-{data.dataset}-{dev['kind']}-{secrets.token_hex(3)}.json"
+    atomic_write_text(path, json.dumps(record, indent=1, default=_jsonable) + "\n")
+    record["path"] = str(path)
+    log(format_record(record))
+    log(f"record: {path}")
+    return record
+
+
+def _jsonable(o):
+    if isinstance(o, tuple):
+        return list(o)
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _mem(r: dict) -> str:
+    if "peak_gpu_bytes" in r:
+        return f"{r['peak_gpu_bytes'] / 2**30:.2f} GiB GPU"
+    if "peak_rss_bytes" in r:
+        return f"{r['peak_rss_bytes'] / 2**30:.2f} GiB RSS"
+    return ""
+
+
+def format_record(record: dict) -> str:
+    """The printed table: images/s, peak memory and the ratio to the reference path."""
+    res, ratios = record["results"], record.get("ratios", {})
+    ref = {"data": res.get("reference_data"), "train": res.get("reference_train")}
+    lines = [f"{'measurement':34s} {'images/s':>10s}  {'peak memory':>16s}  vs reference"]
+    for phase, title in PHASE_TITLES.items():
+        r = res.get(phase)
+        if not r:
+            continue
+        vs = ""
+        if phase in ref and ref[phase] and ref[phase].get("images_per_s"):
+            vs = f"{r['images_per_s'] / ref[phase]['images_per_s']:.2f}x"
+        ips = _fmt(r.get("images_per_s"))
+        lines.append(f"{title:34s} {ips:>10s}  {_mem(r):>16s}  {vs}")
+    for name, c in record.get("cache", {}).items():
+        if c.get("reused"):
+            lines.append(f"({name} cache reused from an earlier build: {c['folder']})")
+    return "\n".join(lines)
+
+
+def read_bench_records(folder: str | Path | None = None) -> list[dict]:
+    out = []
+    for p in sorted(Path(folder or bench_dir()).glob("*.json")):
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a record being written by another process, or not a record
+        if rec.get("kind") == "bench" and rec.get("schema") == SCHEMA:
+            rec["path"] = str(p)
+            out.append(rec)
+    return sorted(out, key=lambda r: r["date"])
+
+
+def _ips(rec: dict, phase: str) -> float | None:
+    return (rec["results"].get(phase) or {}).get("images_per_s")
+
+
+def _matches(target: dict, rec: dict) -> bool:
+    if rec["device"]["kind"] != target["device"]:
+        return False
+    if target.get("model") and rec["model"] != target["model"]:
+        return False
+    if target.get("gpu") and target["gpu"] not in rec["device"]["name"]:
+        return False
+    if target.get("cores") and rec["device"].get("cpu_cores") != target["cores"]:
+        return False
+    if target["id"] == "cpu-cached-vs-reference" and not rec["dataset"].startswith("synth-"):
+        return False
+    return True
+
+
+def _target_value(target: dict, rec: dict) -> float | None:
+    if target["metric"] in ("train", "eval"):
+        return _ips(rec, target["metric"])
+    return rec.get("ratios", {}).get(target["metric"])
+
+
+def _fmt(v, digits=0) -> str:
+    if v is None:
+        return "-"
+    if digits == 0 and abs(v) < 10:
+        digits = 1 if abs(v) >= 1 else 2
+    return f"{v:,.{digits}f}"
+
+
+def _times(v) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def write_performance_page(folder: str | Path | None = None, out: str | Path | None = None) -> Path:
+    """Generate `docs/performance.md` from the bench records (device, date, numbers, command)."""
+    records = read_bench_records(folder)
+    out = Path(out) if out else PROJECT_ROOT / "docs" / "performance.md"
+    gpu = [r for r in records if r["device"]["kind"] == "cuda"]
+    cpu = [r for r in records if r["device"]["kind"] == "cpu"]
+    lines = [
+        "# Performance",
+        "",
+        "<!-- Generated by `iaabench bench` (iaabench.bench.write_performance_page) from the records in",
+        "     results/bench/. Do not edit by hand: rerun the benchmark instead. -->",
+        "",
+        "Every number on this page was measured by `iaabench bench` and is copied from its record in "
+        "`results/bench/` (device, date and the command that produced it are given with each). "
+        "Images/s count images, not crops. *Training* and *evaluation* are end to end: the fast path reads "
+        "pixels decoded once from the JPEG files into the cache and augments them on the device; the "
+        "*reference* path decodes every JPEG with PIL in DataLoader workers every epoch, as the authors' "
+        "scripts do, and feeds the same training step. On the CPU, peak memory is the process's peak "
+        "resident size so far (it only grows within a run); on a GPU it is the peak allocated during that "
+        "measurement.",
+        "",
+        "## Targets",
+        "",
+        "| target | required | measured | status | record |",
+        "|---|---:|---:|---|---|",
+    ]
+    for t in TARGETS:
+        matching = [r for r in records if _matches(t, r) and _target_value(t, r) is not None]
+        req = f"{t['min']:,.0f} {t['unit']}" if t["unit"] != "x" else f"{t['min']:.1f}x"
+        if not matching:
+            lines.append(f"| {t['what']} | {req} | - | not measured yet | - |")
+            continue
+        r = matching[-1]
+        v = _target_value(t, r)
+        shown = f"{v:,.0f} {t['unit']}" if t["unit"] != "x" else f"{v:.2f}x"
+        status = "met" if v >= t["min"] else "not met"
+        lines.append(f"| {t['what']} | {req} | {shown} | {status} | {r['date']}, {r['device']['name']} |")
+    lines += ["", "## GPU", ""]
+    if not gpu:
+        lines += ["GPU numbers: **not measured yet.** They come from `scripts/gpu_bench.sh`, run on a GPU machine; "
+                  "no GPU number is ever estimated.", ""]
+    else:
+        lines += _table(gpu)
+    lines += ["## CPU", ""]
+    lines += _table(cpu) if cpu else ["No CPU record yet.", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .results import atomic_write_text
+
+    atomic_write_text(out, "\n".join(lines).rstrip() + "\n")
+    return out
+
+
+def _latest(records: list[dict]) -> list[dict]:
+    """The newest record of each configuration."""
+    seen = {}
+    for r in records:
+        k = (r["model"], r["dataset"], r["recipe"], r["device"]["name"], r["batch_size"], r["eval_batch_size"],
+             r.get("compile"), r.get("workers"), r.get("data_only"))
+        seen[k] = r
+    return sorted(seen.values(), key=lambda r: (r["device"]["name"], r["model"], r["dataset"], r["batch_size"]))
+
+
+def _table(records: list[dict]) -> list[str]:
+    lines = ["| model | dataset (recipe) | device | date | batch | workers | cache build | data path | model step | "
+             "training | evaluation | reference training | training vs reference | data vs reference | peak memory |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    commands = []
+    for i, r in enumerate(_latest(records), 1):
+        res, ratios = r["results"], r.get("ratios", {})
+        peak = _mem(res.get("train") or res.get("data") or {})
+        lines.append(
+            f"| {r['model']}{' (compiled)' if r.get('compile') else ''}{' (data only)' if r.get('data_only') else ''} | "
+            f"{r['dataset']} ({r['recipe']}) | "
+            f"{r['device']['name']} | {r['date'][:10]} | {r['batch_size']}/{r['eval_batch_size']} | {r['workers']} | "
+            f"{_fmt(_ips(r, 'cache_build'))} | {_fmt(_ips(r, 'data'))} | {_fmt(_ips(r, 'model_step'))} | "
+            f"{_fmt(_ips(r, 'train'))} | {_fmt(_ips(r, 'eval'))} | {_fmt(_ips(r, 'reference_train'))} | "
+            f"{_times(ratios.get('train_vs_reference'))} | {_times(ratios.get('data_vs_reference'))} | {peak} |")
+        gpu_dec = res.get("cache_build_gpu")
+        if gpu_dec and gpu_dec.get("images_per_s"):
+            gpu_dec = (f"; cache build with GPU decoding {_fmt(gpu_dec['images_per_s'])} images/s, mean "
+                       f"|difference| from PIL's pixels {gpu_dec['mean_abs_diff_vs_pil']} levels "
+                       f"(max {gpu_dec['max_abs_diff_vs_pil']})")
+        elif gpu_dec and gpu_dec.get("error"):
+            gpu_dec = f"; cache build with GPU decoding failed: {gpu_dec['error']}"
+        else:  # none, or reused from an earlier run (not timed)
+            gpu_dec = ""
+        jpeg = r.get("images", {}).get("jpeg", {})
+        size = f"{jpeg.get('mean_width', 0):.0f}x{jpeg.get('mean_height', 0):.0f} px JPEGs" if jpeg else "images"
+        commands.append(f"{i}. {r['model']} / {r['dataset']} on {r['device']['name']}, {r['date']} "
+                        f"({r['images']['train']} training {size}; torch {r['versions']['torch']}; "
+                        f"record `{Path(r['path']).name}`{gpu_dec}): `{r['command']}`")
+    lines += ["", "Images/s unless marked x. Batch: training/evaluation. Commands, in table order:", "", *commands, ""]
+    return lines

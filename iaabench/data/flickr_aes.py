@@ -1,0 +1,270 @@
+"""FLICKR-AES (Ren et al., "Personalized Image Aesthetics", ICCV 2017), read from its two
+original label files.
+
+Layout (`root` = `$IAABENCH_DATA/flickr-aes` unless given)::
+
+    <root>/FLICKR-AES_image_labeled_by_each_worker.csv   header `worker, imagePair, score`
+                                                          (spaces after the commas), one
+                                                          rating 1-5 of one image by one worker
+    <root>/FLICKR-AES_image_score.txt                     `<image name> <score>` per line:
+                                                          the image's mean rating, 1-5
+    <root>/images/<image name>                            (or <root>/40K/, or images=)
+
+A sample's `score` is its mean rating from FLICKR-AES_image_score.txt (the generic task) and
+`extra["ratings"]` = {worker: rating} holds every rating of it (the personalized task).
+
+Split `workers`. The authors' split (173 train / 37 test workers) is not published, so this
+one is our own, documented choice: the worker ids are sorted, and `random.Random(split_seed)
+.sample(workers, test_workers)` picks the test workers (defaults 37 and 0). Or pass
+`workers_file=PATH`, one worker id per line. Test images = the images rated by any test
+worker; train = all other images. The manifest records the choice (seed or file and its
+sha256, the sorted test workers and the sha256 of that list), because numbers on two
+different worker splits are not comparable. The paper's counts (35,263 / 4,737 images) come
+from its own split and will differ.
+
+Personalized protocol: `list_workers(data)` gives the test workers, and
+`personalized_episode(data, worker, k, seed)` the k images a model adapts on (with that
+worker's own ratings as scores) and the worker's other images it is scored on.
+
+Third-party files that normalise the ratings (for example the space-separated
+`test_workers_dataset_normalized.csv` of a PIAA repository) are not the original format; given
+in place of an original file they are refused with a message saying what they are.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import ConfigError, DatasetNotFoundError, LabelFileError, UnknownNameError
+from ..registry import DatasetInfo, register_dataset
+from . import labels as L
+from .samples import DatasetSplits, Sample, Skipped
+
+NAME = "flickr-aes"
+SCALE = (1.0, 5.0)
+SPLITS = ("workers",)
+WORKER_FILE = "FLICKR-AES_image_labeled_by_each_worker.csv"
+SCORE_FILE = "FLICKR-AES_image_score.txt"
+HEADER = ("worker", "imagePair", "score")
+DEFAULT_TEST_WORKERS = 37
+ROOT_HINT = "the FLICKR-AES folder (--data-root) holds the two original label files of the FLICKR-AES release"
+
+OPTIONS = {
+    "require_images": "check that every image file exists (default true; false reads labels only)",
+    "test_workers": f"number of test workers drawn (default {DEFAULT_TEST_WORKERS})",
+    "split_seed": "seed of the test-worker draw (default 0)",
+    "workers_file": "a file with one test worker id per line, instead of a seeded draw",
+    "errors": "a list collecting malformed rows instead of raising (used by `iaabench data verify`)",
+}
+
+
+def load(root: Path | None = None, split: str = "workers", images: Path | None = None,
+         strict: bool = False, **options) -> DatasetSplits:
+    """FLICKR-AES's samples split by workers (see the module docstring)."""
+    L.check_options(NAME, options, OPTIONS)
+    if split not in SPLITS:
+        raise UnknownNameError(f"dataset 'flickr-aes' has no split '{split}'", f"splits: {', '.join(SPLITS)}")
+    require_images = bool(options.get("require_images", True))
+    problems = L.Problems(options.get("errors"))
+
+    root = L.dataset_root(NAME, root, f"{WORKER_FILE} and {SCORE_FILE}")
+    worker_csv = L.find_first([root / WORKER_FILE], WORKER_FILE, "FLICKR-AES", root)
+    score_txt = L.find_first([root / SCORE_FILE], SCORE_FILE, "FLICKR-AES", root)
+    folder = L.image_folder(images, [root / "images", root / "40K"], require_images, "FLICKR-AES")
+
+    ratings, skipped = read_ratings(worker_csv, problems)
+    scores = read_image_scores(score_txt, problems, skipped)
+    workers = sorted({w for by_worker in ratings.values() for w in by_worker})
+
+    files = [worker_csv, score_txt]
+    if options.get("workers_file"):
+        wf = Path(options["workers_file"]).expanduser()
+        if not wf.is_file():
+            raise DatasetNotFoundError(f"FLICKR-AES workers_file not found: {wf}")
+        test_workers = read_workers_file(wf, set(workers), problems)
+        files.append(wf)
+        choice = {"worker_choice": "file"}
+    else:
+        n = _int_option(options, "test_workers", DEFAULT_TEST_WORKERS)
+        seed = _int_option(options, "split_seed", 0)
+        if not 0 < n < len(workers):
+            raise ConfigError(f"flickr-aes: test_workers={n} must be between 1 and {len(workers) - 1} "
+                              f"({len(workers)} workers in {worker_csv.name})")
+        test_workers = sorted(random.Random(seed).sample(workers, n))
+        choice = {"worker_choice": "seeded", "split_seed": seed}
+    chosen = set(test_workers)
+
+    splits: dict[str, list[Sample]] = {"train": [], "test": []}
+    with L.gc_paused():
+        for name, score in scores.items():
+            by_worker = ratings.get(name, {})
+            sample = Sample(name, folder / name, score, None, None, {"ratings": by_worker})
+            splits["test" if chosen.intersection(by_worker) else "train"].append(sample)
+
+    label_files = L.checksums(files, root)
+    manifest = {
+        "name": split,
+        "files": label_files,
+        **choice,
+        "test_workers": test_workers,
+        "test_workers_sha256": hashlib.sha256("\n".join(test_workers).encode()).hexdigest(),
+        "workers_total": len(workers),
+        "rated_without_score": sum(1 for name in ratings if name not in scores),
+    }
+    return L.finish(dataset=NAME, scale=SCALE, split=split, splits=splits, manifest=manifest,
+                    label_files=label_files, skipped=skipped, root=root, folder=folder,
+                    require_images=require_images, strict=strict)
+
+
+def _int_option(options: dict, key: str, default: int) -> int:
+    value = options.get(key, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"flickr-aes: option {key} must be a whole number, got {value!r}") from None
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_ratings(path: Path, problems: L.Problems) -> tuple[dict[str, dict[str, float]], list[Skipped]]:
+    """{image: {worker: rating}} from the per-worker CSV; a worker's repeated rating of one
+    image keeps the first and is recorded as skipped."""
+    ratings: dict[str, dict[str, float]] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    skipped: list[Skipped] = []
+    for n, (worker, image, raw) in L.read_table(path, header=HEADER, sep=",", ncols=3, problems=problems,
+                                                what=f"FLICKR-AES's {WORKER_FILE}", hint=ROOT_HINT):
+        score = L.parse_float(raw, path, n, "score", problems, *SCALE)
+        if score is None:
+            continue
+        if not worker or not image:
+            problems.row(path, n, "empty worker or image name")
+            continue
+        key = (worker, image)
+        if key in first_line:
+            skipped.append(Skipped(f"{path}:{n}", f"{L.DUPLICATE} {image} rated again by {worker} "
+                                                  f"(first at {path}:{first_line[key]})"))
+            continue
+        first_line[key] = n
+        ratings.setdefault(image, {})[worker] = score
+    return ratings, skipped
+
+
+def read_image_scores(path: Path, problems: L.Problems, skipped: list[Skipped]) -> dict[str, float]:
+    """{image: mean score} from FLICKR-AES_image_score.txt, in file order."""
+    out: dict[str, float] = {}
+    first_line: dict[str, int] = {}
+    first = True
+    for n, line in L.nonblank(L.read_lines(path)):
+        fields = line.split()
+        if first:
+            first = False
+            if len(fields) != 2 or not _is_number(fields[1]):
+                raise L.wrong_file(path, f"FLICKR-AES's {SCORE_FILE}", "`<image name> <score>`", ROOT_HINT)
+        if len(fields) != 2:
+            problems.row(path, n, f"expected `<image name> <score>`, found {line[:80]!r}")
+            continue
+        score = L.parse_float(fields[1], path, n, "score", problems, *SCALE)
+        if score is None:
+            continue
+        if fields[0] in first_line:
+            first_at = f"{path}:{first_line[fields[0]]}"
+            skipped.append(Skipped(f"{path}:{n}", f"{L.DUPLICATE} {fields[0]} (first at {first_at})"))
+            continue
+        first_line[fields[0]] = n
+        out[fields[0]] = score
+    if first:
+        raise LabelFileError(path, None, "empty file: expected `<image name> <score>` lines")
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def read_workers_file(path: Path, known: set[str], problems: L.Problems) -> list[str]:
+    """Sorted worker ids of a workers file (one per line); unknown ids are errors."""
+    chosen = set()
+    for n, line in L.nonblank(L.read_lines(path)):
+        if line not in known:
+            problems.row(path, n, f"worker {line!r} does not appear in {WORKER_FILE}")
+            continue
+        chosen.add(line)
+    if not chosen:
+        raise LabelFileError(path, None, "no worker ids: expected one worker id per line")
+    return sorted(chosen)
+
+
+# ----------------------------------------------------------------------------- personalized
+
+
+def _samples_of(data: DatasetSplits | Iterable[Sample]) -> list[Sample]:
+    if isinstance(data, DatasetSplits):
+        return [s for samples in data.splits.values() for s in samples]
+    return list(data)
+
+
+def list_workers(data: DatasetSplits | Iterable[Sample], which: str = "test", min_images: int = 0) -> list[str]:
+    """Sorted worker ids: `which` = "test" (the split's test workers), "train" (the others) or
+    "all"; only those who rated at least `min_images` of the loaded images. A plain list of
+    samples knows no split: use `which="all"`."""
+    counts: dict[str, int] = {}
+    for s in _samples_of(data):
+        for w in s.extra.get("ratings", {}):
+            counts[w] = counts.get(w, 0) + 1
+    if which == "all":
+        pool = set(counts)
+    elif which in ("test", "train"):
+        if not isinstance(data, DatasetSplits) or "test_workers" not in data.manifest:
+            raise ConfigError(f"list_workers(which='{which}') needs a FLICKR-AES DatasetSplits "
+                              "(it holds the test workers); use which='all' for a list of samples")
+        test = set(data.manifest["test_workers"])
+        pool = test if which == "test" else set(counts) - test
+    else:
+        raise ConfigError(f"list_workers: which must be 'test', 'train' or 'all', got {which!r}")
+    return sorted(w for w in pool if counts.get(w, 0) >= min_images)
+
+
+def personalized_episode(data: DatasetSplits | Iterable[Sample], worker: str, k: int,
+                         seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """(adapt, test) for one worker: the images `worker` rated, each with that worker's own
+    rating as `score`, split into `k` images to adapt on and the rest to score on.
+
+    The draw depends only on the worker's image ids and `seed` (not on sample order), so an
+    episode is the same on every machine; repeat the protocol with seeds 0..9.
+    """
+    own: dict[str, Sample] = {}
+    for s in _samples_of(data):
+        r = s.extra.get("ratings", {}).get(worker)
+        if r is not None and s.image_id not in own:
+            own[s.image_id] = dataclasses.replace(s, score=float(r), extra={**s.extra, "worker": worker})
+    if k < 1 or len(own) < k + 2:
+        raise ConfigError(f"worker {worker} rated {len(own)} of the loaded images: a {k}-image episode needs "
+                          f"k >= 1 and at least {k + 2} images (k to adapt on, 2 or more to score)",
+                          "list_workers(data, min_images=k + 2) gives the workers that qualify")
+    ids = sorted(own)
+    random.Random(f"{seed}:{worker}").shuffle(ids)
+    adapt = [own[i] for i in ids[:k]]
+    test = [own[i] for i in sorted(ids[k:])]
+    return adapt, test
+
+
+register_dataset(DatasetInfo(
+    name=NAME,
+    loader=load,
+    splits=SPLITS,
+    scale=SCALE,
+    has_votes=False,
+    themes=False,
+    description="FLICKR-AES (ICCV 2017): 40k Flickr photos rated 1-5 by 210 workers; generic and personalized",
+    locate=lambda: L.locate(NAME),
+    options=OPTIONS,
+))
