@@ -61,22 +61,21 @@ def _close(a, b, tol) -> bool:
 
 def rerun_pinned(only: list[str] | None, device: str, log=print) -> list[tuple[str, str, bool]]:
     from .runner import RunConfig, execute
-    from .table import newest_records
 
     protocol = load_protocol()
-    committed = newest_records()
+    records = [rec for _, rec in read_records()]
     out = []
     for p in protocol.pinned:
         if only and p.model not in only:
             continue
         name = f"{p.model} on {p.dataset} (seed {p.seed})"
-        ref = committed.get((p.model, p.dataset))
-        if ref is not None and ref.get("dataset_options", {}) != p.options:
-            out.append((name, f"the committed record was made with dataset options {ref.get('dataset_options')}, "
-                              f"the pinned run uses {p.options}: re-run and commit it", False))
-            continue
+        same = [r for r in records if r["model"] == p.model and r["dataset"] == p.dataset
+                and r.get("dataset_options", {}) == p.options and r["provenance"]["seed"] == p.seed
+                and r["provenance"]["device"] == "cpu"]
+        ref = max(same, key=lambda r: r["created"]) if same else None
         if ref is None:
-            out.append((name, "no committed record to compare with (run it and commit the record)", False))
+            out.append((name, f"no committed CPU record with options {p.options} to compare with "
+                              "(run it with those options and commit the record)", False))
             continue
         with tempfile.TemporaryDirectory(prefix="iaabench-check-") as tmp:
             log(f"re-running {name} ...")

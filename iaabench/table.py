@@ -53,10 +53,14 @@ class Cell:
 
 
 def newest_records() -> dict[tuple[str, str], dict]:
+    """The record each leaderboard cell shows: the newest run of the model on the dataset as
+    registered; runs with loader options (a resized synthetic dataset pinned for `check`) are
+    shown only where no run on the registered dataset exists."""
     newest: dict[tuple[str, str], dict] = {}
+    rank = lambda r: (not r.get("dataset_options"), r["created"])  # noqa: E731
     for _, rec in read_records():
         key = (rec["model"], rec["dataset"])
-        if key not in newest or rec["created"] > newest[key]["created"]:
+        if key not in newest or rank(rec) > rank(newest[key]):
             newest[key] = rec
     return newest
 

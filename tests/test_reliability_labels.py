@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from iaabench.data import ava, flickr_aes, tad66k
@@ -108,14 +108,18 @@ def label_files(header: str | None, row: st.SearchStrategy[str]) -> st.SearchStr
     return st.one_of(st.binary(max_size=200), random_rows(header), mutated(valid_file(header, row)))
 
 
+BIG = st.integers(2**31 - 2, 2**70).map(str)  # past int32 (the AVA cache) and int64 (numpy)
+
+
 def _ints(n: int, lo: int = 0, hi: int = 60) -> st.SearchStrategy[list[str]]:
-    return st.lists(st.integers(lo, hi).map(str), min_size=n, max_size=n)
+    small = st.integers(lo, hi).map(str)
+    return st.lists(st.one_of(small, small, small, BIG), min_size=n, max_size=n)
 
 
 SCORE_1_10 = st.floats(1, 10).map(lambda x: f"{x:.2f}")
 SCORE_1_5 = st.floats(1, 5).map(lambda x: f"{x:.1f}")
 WORKER = st.from_regex(r"A[0-9A-Z]{5,13}", fullmatch=True)
-IMAGE_ID = st.integers(1, 999999).map(str)
+IMAGE_ID = st.one_of(st.integers(1, 999999).map(str), st.integers(1, 999999).map(str), BIG)
 
 TAD_ROW = st.builds(lambda n, s: f"{n},{s}", NAME, SCORE_1_10)
 AVA_ROW = st.builds(lambda i, id_, v, t, c: " ".join([i, id_, *v, *t, c]),
@@ -155,6 +159,11 @@ def check(parse: Callable[[L.Problems], object], path: Path, data: bytes, files:
             assert isinstance(e.line, int) and 1 <= e.line <= _max_line(data), e
 
 
+def _errors(problems: L.Problems) -> dict:
+    """The loader option that switches it to collecting (verify) mode, like `problems`."""
+    return {"errors": problems.collect} if problems.collect is not None else {}
+
+
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +191,7 @@ def test_tad66k_loader(tmp_path, data, which):
     path = _write(root, which, data)
 
     def parse(problems):
-        errors = problems.collect
-        return tad66k.load(root, require_images=False, **({"errors": errors} if errors is not None else {}))
+        return tad66k.load(root, require_images=False, **_errors(problems))
     check(parse, path, data)
 
 
@@ -212,10 +220,30 @@ def _ava_root(tmp_path: Path) -> Path:
     root = tmp_path / "ava"
     rows = "".join(f"{i} {i} 0 1 2 3 4 5 4 3 2 1 0 0 {i}\n" for i in range(1, 6))
     _write(root, "AVA.txt", rows.encode())
+    _write(root, "aesthetics_image_lists/generic_test.jpgl", b"1\n2\n")
     return root
 
 
-@FUZZ
+# Found by these tests: an image id beyond int64 in generic_test.jpgl or in any column of a
+# TANet split CSV (e.g. `9223372036854775808`) reaches numpy as an OverflowError. The fix
+# belongs in ava.py (reject values above _MAX_VALUE as malformed rows); remove the marks with it.
+AVA_OVERFLOW = pytest.mark.xfail(raises=OverflowError, strict=True,
+                                 reason="ava.py: ids/counts beyond int64 are not rejected as malformed rows yet")
+FUZZ_NO_SHRINK = settings(FUZZ, phases=[Phase.explicit, Phase.generate])  # a known failure: skip the shrinking
+
+
+@AVA_OVERFLOW
+@FUZZ_NO_SHRINK
+@given(data=label_files(None, JPGL_ROW))
+def test_ava_official_split(tmp_path, data):
+    """The official split's test list, read by the whole loader (labels only)."""
+    root = _ava_root(tmp_path)
+    path = _write(root, "aesthetics_image_lists/generic_test.jpgl", data)
+    check(lambda p: ava.load(root, require_images=False, cache=False, **_errors(p)), path, data)
+
+
+@AVA_OVERFLOW
+@FUZZ_NO_SHRINK
 @given(data=label_files(TANET_HEADER, TANET_ROW), which=st.sampled_from(["test", "val"]))
 def test_ava_tanet_split_csv(tmp_path, data, which):
     root = _ava_root(tmp_path)
@@ -224,8 +252,7 @@ def test_ava_tanet_split_csv(tmp_path, data, which):
     path = _write(root, f"tanet-random/{which}.csv", data)
 
     def parse(problems):
-        extra = {"errors": problems.collect} if problems.collect is not None else {}
-        return ava.load(root, split="tanet-random", require_images=False, cache=False, **extra)
+        return ava.load(root, split="tanet-random", require_images=False, cache=False, **_errors(problems))
     check(parse, path, data, files=tuple(files.values()))
 
 
@@ -236,8 +263,8 @@ def test_ava_manifest_csv(tmp_path, data):
     path = _write(tmp_path, "manifest.csv", data)
 
     def parse(problems):
-        extra = {"errors": problems.collect} if problems.collect is not None else {}
-        return ava.load(root, split="manifest", manifest=str(path), require_images=False, cache=False, **extra)
+        return ava.load(root, split="manifest", manifest=str(path), require_images=False, cache=False,
+                        **_errors(problems))
     check(parse, path, data)
 
 
@@ -274,3 +301,18 @@ def test_flickr_workers_file(tmp_path, data):
 def test_tad66k_edge_cases(tmp_path, data):
     path = _write(tmp_path, "train.csv", data)
     check(lambda p: tad66k.read_scores(path, p, "TAD66K's merge/train.csv"), path, data)
+
+
+@AVA_OVERFLOW
+@pytest.mark.parametrize("which, data", [
+    ("aesthetics_image_lists/generic_test.jpgl", b"9223372036854775808"),
+    ("tanet-random/test.csv", (TANET_HEADER + "\n0,0,0,0,0,0,0,0,0,1,9223372036854775808,0,0,0").encode()),
+], ids=["jpgl-id", "tanet-count"])
+def test_ava_values_beyond_int64(tmp_path, which, data):
+    """The two inputs the fuzz tests shrank to (see AVA_OVERFLOW)."""
+    root = _ava_root(tmp_path)
+    for s in ("test", "val"):
+        _write(root, f"tanet-random/{s}.csv", (TANET_HEADER + "\n1," + "1," * 10 + "0,0,0\n").encode())
+    path = _write(root, which, data)
+    split = "official" if which.endswith(".jpgl") else "tanet-random"
+    check(lambda p: ava.load(root, split=split, require_images=False, cache=False, **_errors(p)), path, data)
