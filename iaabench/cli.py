@@ -180,8 +180,10 @@ def datasets():
     for name in list_datasets():
         info = dataset_info(name)
         where = info.locate()
+        summary = info.summary(where) if where else None
         t.add_row(name, ", ".join(info.splits), f"{info.scale[0]:g}-{info.scale[1]:g}",
-                  f"[green]{where}[/green]" if where else "[red]no[/red]", info.description)
+                  f"[green]{where}[/green]" if where else "[red]no[/red]",
+                  escape(info.description) + (f"\n{escape(summary)}" if summary else ""))
     console.print(t)
 
 

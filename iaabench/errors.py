@@ -28,6 +28,16 @@ class UnknownNameError(IAAError):
     """An unknown model, dataset, split or metric name; the hint suggests the closest ones."""
 
 
+def unknown_name(name: str, known, kind: str, listing: str | None = None) -> "UnknownNameError":
+    """An UnknownNameError for `name` whose hint names the closest of `known`."""
+    import difflib
+
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known {kind}s: {', '.join(sorted(known))}"
+    return UnknownNameError(f"unknown {kind} '{name}'", hint + (f" ({listing})" if listing else ""))
+
+
 class DatasetNotFoundError(IAAError):
     """A dataset folder or label file is missing; the message says which file was expected where."""
 

@@ -23,12 +23,11 @@ The square roots have gradient 0, not NaN, where the distributions already agree
 """
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 import torch
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, unknown_name
 from .models.base import Prediction
 
 #: Losses that compare 10-bin distributions: they need a "dist" head and vote histograms.
@@ -122,9 +121,7 @@ LOSSES: dict[str, LossFn] = {
 def get_loss(name: str) -> LossFn:
     """The loss registered as `name`; an unknown name raises UnknownNameError with suggestions."""
     if name not in LOSSES:
-        close = difflib.get_close_matches(name, list(LOSSES), n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known losses: {', '.join(LOSSES)}"
-        raise UnknownNameError(f"unknown loss '{name}'", hint)
+        raise unknown_name(name, LOSSES, "loss")
     return LOSSES[name]
 
 

@@ -34,14 +34,13 @@ AVA's test set stay cheap next to the model's own evaluation.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from scipy import stats
 
-from .errors import ConfigError, MetricError, UnknownNameError
+from .errors import ConfigError, MetricError, unknown_name
 
 #: Fewest images for which any metric is computed.
 MIN_SAMPLES = 3
@@ -276,18 +275,9 @@ METRICS: dict[str, Metric] = {
 
 
 def get_metric(name: str) -> Metric:
-    """The registered metric `name`; unknown names raise UnknownNameError with suggestions."""
-    if name not in METRICS:
-        close = difflib.get_close_matches(name, list(METRICS), n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known metrics: {', '.join(METRICS)}"
-        raise UnknownNameError(f"unknown metric '{name}'", hint)
-    return METRICS[name]
-def get_metric(name: str) -> Metric:
     """The registered metric `name`; an unknown name raises UnknownNameError with suggestions."""
     if name not in METRICS:
-        close = difflib.get_close_matches(name, list(METRICS), n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known metrics: {', '.join(METRICS)}"
-        raise UnknownNameError(f"unknown metric '{name}'", hint)
+        raise unknown_name(name, METRICS, "metric")
     return METRICS[name]
 
 

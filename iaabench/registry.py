@@ -2,12 +2,11 @@
 get the closest registered names as a suggestion."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UnknownNameError
+from .errors import unknown_name
 
 
 @dataclass(frozen=True)
@@ -32,16 +31,15 @@ class DatasetInfo:
     locate: Callable[[], Path | None] = lambda: None  # where it is found on this machine
     themes: bool = False
     options: dict[str, str] = field(default_factory=dict)  # extra loader options -> help
+    summary: Callable[[Path], str | None] = lambda root: None  # a line about a found copy (its card)
 
 
 _MODELS: dict[str, ModelInfo] = {}
 _DATASETS: dict[str, DatasetInfo] = {}
 
 
-def _suggest(name: str, known: list[str], kind: str) -> UnknownNameError:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}?" if close else f"known {kind}s: {', '.join(sorted(known))}"
-    return UnknownNameError(f"unknown {kind} '{name}'", hint + f" (`iaabench {kind}s` lists them)")
+def _suggest(name: str, known: list[str], kind: str):
+    return unknown_name(name, known, kind, f"`iaabench {kind}s` lists them")
 
 
 def register_model(name: str, *, family: str, paper: str, heads=("score", "dist"), description="",

@@ -109,40 +109,66 @@ def _fmt(c: Cell) -> tuple[str, str, str]:
     return v, r, d
 
 
-def matrix() -> tuple[list[str], list[list[str]]]:
+def matrix(dataset: str) -> tuple[list[str], list[list[str]]]:
+    """One dataset's table: per metric, the reproduced value [CI], the reported one, the difference."""
     rows, cols, cs = cells()
+    metrics = [m for d, m in cols if d == dataset]
     header = ["model"]
-    for d, m in cols:
-        header += [f"{d} {m}", f"{d} {m} reported", f"{d} {m} diff"]
+    for m in metrics:
+        header += [m, f"{m} reported", f"{m} diff"]
     body = []
     for model in rows:
         line = [model]
-        for d, m in cols:
-            line += list(_fmt(cs[(model, d, m)]))
-        body.append(line)
+        for m in metrics:
+            line += list(_fmt(cs[(model, dataset, m)]))
+        if any(x not in ("-", "") for x in line[1:]):
+            body.append(line)
     return header, body
 
 
+def long_rows() -> tuple[list[str], list[list]]:
+    """Every cell as one row (the CSV format: easy to load, no composite column names)."""
+    protocol = load_protocol()
+    head = ["model", "dataset", "metric", "value", "ci_low", "ci_high", "run_split", "run_id", "reported",
+            "reported_split", "diff", "status", "source"]
+    body = []
+    for c in cells()[2].values():
+        lo, hi = c.ci or (None, None)
+        body.append([c.model, c.dataset, c.metric, c.value, lo, hi, c.run_split, c.run_id, c.reported,
+                     c.reported_split, c.diff, c.status(protocol.reproduce_tolerance), c.source])
+    return head, body
+
+
 def render(fmt: str = "md") -> str:
-    header, body = matrix()
-    if fmt in ("md", "terminal"):
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(x or " " for x in row) + " |" for row in body]
-        return "\n".join(out) + "\n"
+    datasets = list(dict.fromkeys(d for d, _ in cells()[1]))
     if fmt == "csv":
+        head, body = long_rows()
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([header] + body)
+        csv.writer(buf, lineterminator="\n").writerows([head] + [["" if v is None else v for v in r] for r in body])
         return buf.getvalue()
-    if fmt == "latex":
-        esc = lambda s: s.replace("_", r"\_").replace("%", r"\%")  # noqa: E731
-        out = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", " & ".join(map(esc, header)) + r" \\", r"\hline"]
-        out += [" & ".join(esc(x) for x in row) + r" \\" for row in body]
-        return "\n".join(out + [r"\end{tabular}"]) + "\n"
-    if fmt == "html":
-        th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        trs = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>" for row in body)
-        return f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>{trs}</tbody>\n</table>\n"
-    raise IAAError(f"--format {fmt}: expected one of terminal, md, csv, latex, html")
+    parts = []
+    for d in datasets:
+        header, body = matrix(d)
+        if not body:
+            continue
+        if fmt in ("md", "terminal"):
+            t = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            t += ["| " + " | ".join(x or " " for x in row) + " |" for row in body]
+            parts.append(f"### {d}\n\n" + "\n".join(t) + "\n")
+        elif fmt == "latex":
+            esc = lambda x: x.replace("_", r"\_").replace("%", r"\%")  # noqa: E731
+            t = [f"% {d}", r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", " & ".join(map(esc, header)) + r" \\",
+                 r"\hline"]
+            t += [" & ".join(esc(x) for x in row) + r" \\" for row in body]
+            parts.append("\n".join(t + [r"\end{tabular}"]) + "\n")
+        elif fmt == "html":
+            th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in row) + "</tr>" for row in body)
+            parts.append(f"<h3>{html.escape(d)}</h3>\n<table>\n<thead><tr>{th}</tr></thead>\n<tbody>{trs}</tbody>\n"
+                         "</table>\n")
+        else:
+            raise IAAError(f"--format {fmt}: expected one of terminal, md, csv, latex, html")
+    return "\n".join(parts)
 
 
 def print_terminal(console) -> None:

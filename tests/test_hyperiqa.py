@@ -2,15 +2,14 @@
 
 The parity cases (tests/data/hyperiqa_cases.json) are outputs of the authors' models.py recorded
 on CPU in float32 (copied from shared/reference/parity_cases.json). The recipe that produced
-them is copied below (`fill`, `make_inputs`, `calibrate_batchnorm`): every state_dict entry is
+them is the project's own (`iaabench.parity`: `fill`, `make_inputs`, `calibrate_batchnorm`, whose
+equality with the shared description tests/test_parity.py checks): every state_dict entry is
 filled from its name and shape, BatchNorm statistics are set by one training-mode pass on a
 calibration batch, then the model runs in eval mode.
 """
 from __future__ import annotations
 
 import json
-import math
-import zlib
 from pathlib import Path
 
 import pytest
@@ -19,62 +18,10 @@ import torch
 from iaabench import create_model
 from iaabench.cards import load_card
 from iaabench.errors import ConfigError
+from iaabench.parity import calibrate_batchnorm, fill, make_inputs
 from iaabench.registry import model_info
 
 CASES = json.loads((Path(__file__).parent / "data" / "hyperiqa_cases.json").read_text())
-
-
-# --- the recording recipe (a copy of shared/reference/parity.py) ---------------------------
-
-def _wave(name: str, n: int) -> torch.Tensor:
-    phase = (zlib.crc32(name.encode()) % 100003) / 7.0
-    s = torch.sin(torch.arange(n, dtype=torch.float64) * 12.9898 + phase) * 43758.5453
-    return 2.0 * (s - torch.floor(s)) - 1.0
-
-
-def fill(name: str, shape: list[int]) -> torch.Tensor:
-    n = math.prod(shape)
-    if name.endswith("num_batches_tracked"):
-        return torch.zeros(shape, dtype=torch.int64)
-    w = _wave(name, n)
-    if name.endswith("running_var"):
-        v = 1.0 + 0.5 * w.abs()
-    elif name.endswith("running_mean") or name.endswith("bias"):
-        v = 0.1 * w
-    elif len(shape) <= 1:
-        v = 1.0 + 0.1 * w
-    else:
-        v = w * math.sqrt(6.0 / (n / shape[0]))
-    return v.reshape(shape).to(torch.float32)
-
-
-def make_inputs(batch: int, size: int = 224, phase: float = 0.0) -> torch.Tensor:
-    h = torch.arange(size, dtype=torch.float64).view(1, 1, size, 1)
-    w = torch.arange(size, dtype=torch.float64).view(1, 1, 1, size)
-    c = torch.arange(3, dtype=torch.float64).view(1, 3, 1, 1)
-    b = torch.arange(batch, dtype=torch.float64).view(batch, 1, 1, 1)
-    x = torch.sin(0.031 * h * (1 + 0.2 * b) + 0.017 * w * (1 + 0.1 * c) + 0.7 * c + 1.3 * b + phase)
-    x = x + 0.5 * torch.cos(0.005 * (h - 112) * (w - 112) / (1 + b) + phase)
-    return (1.2 * x).to(torch.float32)
-
-
-def calibrate_batchnorm(model: torch.nn.Module, size: int = 224) -> None:
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    saved = [d.p for d in drops]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    for d in drops:
-        d.p = 0.0
-    model.train()
-    with torch.no_grad():
-        model(make_inputs(16, size, phase=0.123))
-    for d, p in zip(drops, saved):
-        d.p = p
-    for m in norms:
-        m.momentum = 0.1
-    model.eval()
 
 
 # --- tests ------------------------------------------------------------------------------------

@@ -771,6 +771,17 @@ _DESCRIPTIONS = {
 # --- writing a dataset safely -------------------------------------------------------------
 
 
+def _summary(root: Path) -> str | None:
+    """What `iaabench datasets` shows of a generated copy: version, seed, counts, ceilings."""
+    card = read_card(root)
+    if not card:
+        return None
+    counts = ", ".join(f"{k} {v}" for k, v in card.get("counts", {}).items())
+    return (f"generator v{card.get('generator_version')}, seed {card.get('seed')}, {counts}; test-split SRCC "
+            f"ceilings: latent {card.get('ceiling_latent_srcc', float('nan')):.3f}, theme-blind "
+            f"{card.get('ceiling_theme_blind_srcc', float('nan')):.3f}")
+
+
 def read_card(root: str | Path) -> dict | None:
     """The card of a synthetic dataset folder, or None when `root` holds none."""
     path = Path(root) / CARD_NAME
@@ -1005,4 +1016,5 @@ for _layout in LAYOUTS:
         locate=_locate(_layout),
         themes=_layout == "tad66k",
         options=_options(_layout),
+        summary=_summary,
     ))

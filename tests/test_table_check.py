@@ -1,0 +1,60 @@
+"""The leaderboard and the regression check, on records written in a scratch results folder."""
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from iaabench import table
+from iaabench.check import recompute_all, run_check
+from iaabench.evaluate import score_predictions
+from iaabench.paths import results_dir
+from iaabench.protocol import load_protocol
+from iaabench.results import Predictions, write_record
+
+
+def _record(model, dataset, split, seed=0, n=60):
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(2, 8, n)
+    preds = Predictions([str(i) for i in range(n)], true, true + rng.normal(0, 1, n), ["snow"] * n)
+    dp = load_protocol().dataset(dataset)
+    metrics, themes = score_predictions(preds, dp.metrics, scale_max=10.0, threshold=dp.threshold, seed=seed)
+    rec = {"created": f"2026-01-01T00:00:0{seed}Z", "model": model, "family": "x", "dataset": dataset,
+           "scale": [1, 10], "split": {"name": split}, "metrics": metrics, "per_theme": themes,
+           "counts": {"evaluated": n}, "provenance": {"seed": seed, "device": "cpu"}}
+    return write_record(rec, preds)
+
+
+def test_reported_numbers_sit_beside_reproduced_ones_never_mixed_across_splits():
+    _record("tanet", "tad66k", "official")
+    _record("nima", "tad66k", "some-other-split")
+    _, _, cs = table.cells()
+    same = cs[("tanet", "tad66k", "srcc")]
+    assert same.reported == pytest.approx(0.513) and same.reported_split == "official"
+    assert same.diff == pytest.approx(same.value - 0.513)
+    assert same.status({"srcc": 0.01}) in ("reproduced", "not reproduced")
+    other = cs[("nima", "tad66k", "srcc")]
+    assert other.diff is None and other.status({"srcc": 0.01}) == "other split"
+    md = table.render("md")
+    assert "(official split)" in md and "### tad66k" in md
+    for fmt in ("csv", "latex", "html"):
+        assert "tanet" in table.render(fmt)
+    assert (results_dir() / "leaderboard.md").name in table.write_leaderboard()
+
+
+def test_check_recomputes_and_catches_a_tampered_record():
+    path = _record("tanet", "tad66k", "official")
+    assert all(ok for _, _, ok in recompute_all(1e-6))
+    rec = json.loads(path.read_text())
+    rec["metrics"]["srcc"]["value"] += 0.01
+    path.write_text(json.dumps(rec))
+    bad = [msg for _, msg, ok in recompute_all(1e-6) if not ok]
+    assert bad and "srcc: stored" in bad[0]
+    assert run_check(Console(file=open("/dev/null", "w")), rerun=False) is False
+
+
+def test_check_fails_when_a_pinned_run_has_no_committed_record():
+    from iaabench.check import rerun_pinned
+
+    results = rerun_pinned(only=["nima"], device="cpu", log=lambda *a: None)
+    assert results and not results[0][2] and "no committed CPU record" in results[0][1]
