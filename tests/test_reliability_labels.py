@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iaabench.data import ava, flickr_aes, tad66k
@@ -224,16 +224,7 @@ def _ava_root(tmp_path: Path) -> Path:
     return root
 
 
-# Found by these tests: an image id beyond int64 in generic_test.jpgl or in any column of a
-# TANet split CSV (e.g. `9223372036854775808`) reaches numpy as an OverflowError. The fix
-# belongs in ava.py (reject values above _MAX_VALUE as malformed rows); remove the marks with it.
-AVA_OVERFLOW = pytest.mark.xfail(raises=OverflowError, strict=True,
-                                 reason="ava.py: ids/counts beyond int64 are not rejected as malformed rows yet")
-FUZZ_NO_SHRINK = settings(FUZZ, phases=[Phase.explicit, Phase.generate])  # a known failure: skip the shrinking
-
-
-@AVA_OVERFLOW
-@FUZZ_NO_SHRINK
+@FUZZ
 @given(data=label_files(None, JPGL_ROW))
 def test_ava_official_split(tmp_path, data):
     """The official split's test list, read by the whole loader (labels only)."""
@@ -242,8 +233,7 @@ def test_ava_official_split(tmp_path, data):
     check(lambda p: ava.load(root, require_images=False, cache=False, **_errors(p)), path, data)
 
 
-@AVA_OVERFLOW
-@FUZZ_NO_SHRINK
+@FUZZ
 @given(data=label_files(TANET_HEADER, TANET_ROW), which=st.sampled_from(["test", "val"]))
 def test_ava_tanet_split_csv(tmp_path, data, which):
     root = _ava_root(tmp_path)
@@ -303,13 +293,12 @@ def test_tad66k_edge_cases(tmp_path, data):
     check(lambda p: tad66k.read_scores(path, p, "TAD66K's merge/train.csv"), path, data)
 
 
-@AVA_OVERFLOW
 @pytest.mark.parametrize("which, data", [
     ("aesthetics_image_lists/generic_test.jpgl", b"9223372036854775808"),
     ("tanet-random/test.csv", (TANET_HEADER + "\n0,0,0,0,0,0,0,0,0,1,9223372036854775808,0,0,0").encode()),
 ], ids=["jpgl-id", "tanet-count"])
 def test_ava_values_beyond_int64(tmp_path, which, data):
-    """The two inputs the fuzz tests shrank to (see AVA_OVERFLOW)."""
+    """The two inputs the fuzz tests once shrank to: values beyond int64 are malformed rows."""
     root = _ava_root(tmp_path)
     for s in ("test", "val"):
         _write(root, f"tanet-random/{s}.csv", (TANET_HEADER + "\n1," + "1," * 10 + "0,0,0\n").encode())

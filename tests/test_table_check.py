@@ -58,3 +58,28 @@ def test_check_fails_when_a_pinned_run_has_no_committed_record():
 
     results = rerun_pinned(only=["nima"], device="cpu", log=lambda *a: None)
     assert results and not results[0][2] and "no committed CPU record" in results[0][1]
+
+
+def test_committed_records_recompute_and_the_main_job_learned(monkeypatch):
+    """Every record committed in results/ recomputes from its predictions, and the pinned NIMA
+    run (the README's main job, which `iaabench check` re-runs in CI) learned: the lower end of
+    its SRCC's 95% CI is above 0, where a constant or random predictor sits."""
+    from iaabench.paths import PROJECT_ROOT
+    from iaabench.results import read_records
+
+    monkeypatch.setenv("IAABENCH_RESULTS", str(PROJECT_ROOT / "results"))
+    assert all(ok for _, _, ok in recompute_all(load_protocol().recompute_tolerance))
+    main = [r for _, r in read_records() if r["model"] == "nima" and r["dataset"] == "synth-tad66k"
+            and not r.get("dataset_options") and r["provenance"]["device"] == "cpu"]
+    assert main, "the pinned main-job record is committed"
+    assert max(main, key=lambda r: r["created"])["metrics"]["srcc"]["ci95"][0] > 0.1
+
+
+def test_plots_are_drawn(tmp_path):
+    from iaabench.plots import plot_all
+
+    _record("tanet", "synth-tad66k", "official")
+    written = plot_all(tmp_path)
+    assert any(p.name.startswith("leaderboard-") for p in written)
+    assert any(p.name.startswith("scatter-") for p in written)
+    assert all(p.stat().st_size > 1000 for p in written)

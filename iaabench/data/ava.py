@@ -243,6 +243,9 @@ def read_id_list(path: Path, problems: L.Problems) -> list[tuple[int, int]]:
         if not (line.isascii() and line.isdigit()):
             problems.row(path, n, f"expected one image id per line, found {line[:80]!r}")
             continue
+        if int(line) > _MAX_VALUE:
+            problems.row(path, n, f"image id {line[:20]} is too large")
+            continue
         out.append((n, int(line)))
     return out
 
@@ -336,6 +339,10 @@ def _tanet_random(rows: AvaRows, root: Path, options: dict, problems: L.Problems
                                  hint="test_csv/val_csv are the TANet authors' code/AVA/dataset/test.csv and val.csv"):
             vals = [L.parse_int(x, path, n, col, problems) for x, col in zip(f, TANET_HEADER)]
             if any(v is None for v in vals):
+                continue
+            big = next((col for v, col in zip(vals, TANET_HEADER) if v > _MAX_VALUE), None)
+            if big is not None:
+                problems.row(path, n, f"{big} is too large")
                 continue
             listed.add(vals[0])
             if not seen.keep(str(vals[0]), f"{path}:{n}"):

@@ -140,8 +140,11 @@ def _show_header(header: Sequence[str], sep: str | None) -> str:
 
 def parse_float(text: str, path: Path, line: int, what: str, problems: Problems,
                 lo: float | None = None, hi: float | None = None) -> float | None:
-    """A finite number within [lo, hi], or None after reporting the row."""
+    """A finite number within [lo, hi], or None after reporting the row. Plain ASCII only:
+    Python would also accept '1_000' or other scripts' digits, which no label file means."""
     try:
+        if not text.isascii() or "_" in text:
+            raise ValueError
         v = float(text)
     except ValueError:
         problems.row(path, line, f"{what} is not a number: {text!r}")
@@ -156,8 +159,10 @@ def parse_float(text: str, path: Path, line: int, what: str, problems: Problems,
 
 
 def parse_int(text: str, path: Path, line: int, what: str, problems: Problems, lo: int = 0) -> int | None:
-    """A whole number >= lo, or None after reporting the row."""
+    """A whole number >= lo, or None after reporting the row (plain ASCII digits only)."""
     try:
+        if not text.isascii() or "_" in text:
+            raise ValueError
         v = int(text)
     except ValueError:
         problems.row(path, line, f"{what} is not a whole number: {text!r}")
