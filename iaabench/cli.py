@@ -258,14 +258,26 @@ def bench(
     device: str = typer.Option("auto"),
     batch_size: Optional[int] = typer.Option(None, min=1),
     steps: Optional[int] = typer.Option(None, min=1, help="Timed steps per measurement."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe of the model's card (default: the card's for this dataset)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Decoding workers (default: all cores, at most 16)."),
+    data_only: bool = typer.Option(False, help="Measure the data paths only (cached vs reference)."),
     compile: bool = typer.Option(False, help="torch.compile the model."),
+    data_root: Optional[Path] = DataRoot,
+    option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE."),
 ):
-    """Measure data path, model step, end-to-end training, evaluation and the reference path."""
+    """Measure data path, model step, end-to-end training, evaluation and the reference path;
+    write a record under results/bench/ and regenerate docs/performance.md.
+
+    Example: iaabench bench --model nima --dataset synth-tad66k --device cpu --data-only
+    """
+    import shlex
+
     from .bench import run_bench, write_performance_page
 
-    kw = {"steps": steps} if steps else {}
-    run_bench(model, dataset, device=_device(device), batch_size=batch_size, compile=compile, **kw)
-    write_performance_page()
+    run_bench(model, dataset, device=_device(device), batch_size=batch_size, steps=steps, recipe=recipe,
+              workers=workers, data_only=data_only, compile=compile, data_root=data_root,
+              dataset_options=_parse_options(option), command="iaabench " + shlex.join(sys.argv[1:]))
+    console.print(f"wrote {write_performance_page()}")
 
 
 @data_app.command("make-synthetic")

@@ -184,21 +184,22 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
             with autocast(device):
                 pred = model.predict(model(flatten_crops(batch.x, device)))
             loss = loss_fn(_float(pred), score_t, dist_t)
-            if not torch.isfinite(loss):
-                raise IAAError(f"training diverged at epoch {epoch + 1}: loss is {loss.item()}",
-                               "lower the learning rates (--lr group=value)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # no .item() per step: on a GPU it would wait for every step
             faults.point("mid-epoch", epoch + 1, len(losses))
             out.images_seen += len(batch.index) * crops
             if progress:
-                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{recipe.epochs} loss {np.mean(losses):.4f}")
+                progress.update(task, advance=1, description=f"epoch {epoch + 1}/{recipe.epochs}")
+        mean_loss = torch.stack(losses).double().mean().item() if losses else None
+        if mean_loss is not None and not np.isfinite(mean_loss):
+            raise IAAError(f"training diverged in epoch {epoch + 1}: the mean loss is {mean_loss}",
+                           "lower the learning rates (--lr group=value)")
         if sched is not None:
             sched.step()
         out.train_seconds += time.perf_counter() - t0
-        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None}
+        entry = {"epoch": epoch + 1, "train_loss": mean_loss}
         if val_samples:
             vp, vfailed = predict(model, val_samples, recipe.test_transforms, recipe.eval_batch_size,
                                   scale_max=scale_max, device=device, seed=seed, batches=noted, workers=workers, strict=strict)
