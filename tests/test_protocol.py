@@ -35,7 +35,7 @@ def _write_protocol(tmp_path, mutate):
     (lambda d: d["datasets"]["ava"].update(colour="red"), "datasets.ava.colour: unknown key"),
     (lambda d: d.update(version=2), "version: expected 1"),
     (lambda d: d["leaderboard"].update(datasets=["nope"]), "leaderboard.datasets: 'nope'"),
-    (lambda d: d["pinned"].append({"model": "nima", "dataset": "x", "tolerance": {}}), "pinned[1].dataset"),
+    (lambda d: d["pinned"].insert(0, {"model": "nima", "dataset": "x", "tolerance": {}}), "pinned[0].dataset"),
 ])
 def test_malformed_protocol_names_the_key(tmp_path, mutate, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
