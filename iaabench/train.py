@@ -19,7 +19,7 @@ import torch
 
 from . import faults
 from .cards import Recipe
-from .data.pipeline import Batch, TransformSpec, collecting_notes, reference_batches
+from .data.pipeline import Batch, collecting_notes, reference_batches
 from .data.samples import Sample
 from .errors import ConfigError, ImageError, IAAError
 from .losses import get_loss

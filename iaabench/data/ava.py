@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from ..errors import DatasetNotFoundError, LabelFileError, UnknownNameError
+from ..errors import DatasetNotFoundError, LabelFileError
 from ..registry import DatasetInfo, register_dataset
 from . import labels as L
 from .samples import DatasetSplits, Sample, Skipped, sha256_file
@@ -73,11 +73,7 @@ OPTIONS = {
 def load(root: Path | None = None, split: str = "official", images: Path | None = None,
          strict: bool = False, **options) -> DatasetSplits:
     """AVA's samples for `split` (see the module docstring for the layout and the splits)."""
-    L.check_options(NAME, options, OPTIONS)
-    if split not in SPLITS:
-        raise UnknownNameError(f"dataset 'ava' has no split '{split}'", f"splits: {', '.join(SPLITS)}")
-    require_images = bool(options.get("require_images", True))
-    problems = L.Problems(options.get("errors"))
+    require_images, problems = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
 
     root = L.dataset_root(NAME, root, "AVA.txt")
     label_dirs = [root, root / "AVA_dataset"]

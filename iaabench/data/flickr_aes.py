@@ -38,7 +38,7 @@ import random
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import ConfigError, DatasetNotFoundError, LabelFileError, UnknownNameError
+from ..errors import ConfigError, DatasetNotFoundError, LabelFileError
 from ..registry import DatasetInfo, register_dataset
 from . import labels as L
 from .samples import DatasetSplits, Sample, Skipped
@@ -64,11 +64,7 @@ OPTIONS = {
 def load(root: Path | None = None, split: str = "workers", images: Path | None = None,
          strict: bool = False, **options) -> DatasetSplits:
     """FLICKR-AES's samples split by workers (see the module docstring)."""
-    L.check_options(NAME, options, OPTIONS)
-    if split not in SPLITS:
-        raise UnknownNameError(f"dataset 'flickr-aes' has no split '{split}'", f"splits: {', '.join(SPLITS)}")
-    require_images = bool(options.get("require_images", True))
-    problems = L.Problems(options.get("errors"))
+    require_images, problems = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
 
     root = L.dataset_root(NAME, root, f"{WORKER_FILE} and {SCORE_FILE}")
     worker_csv = L.find_first([root / WORKER_FILE], WORKER_FILE, "FLICKR-AES", root)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import paths
-from ..errors import ConfigError, DatasetNotFoundError, LabelFileError
+from ..errors import ConfigError, DatasetNotFoundError, LabelFileError, UnknownNameError
 from .samples import DatasetSplits, Sample, Skipped, sha256_file
 
 #: Reasons of `Skipped` items, shared so that `verify` can count them by kind.
@@ -333,6 +333,14 @@ def check_options(dataset: str, options: dict, allowed: dict[str, str]) -> None:
     if unknown:
         raise ConfigError(f"dataset '{dataset}': unknown option(s) {', '.join(unknown)}",
                           "allowed: " + ", ".join(sorted(allowed)))
+
+
+def begin_load(dataset: str, split: str, splits, options: dict, allowed: dict[str, str]) -> tuple[bool, "Problems"]:
+    """What every loader checks first: its options and split. Returns (require_images, problems)."""
+    check_options(dataset, options, allowed)
+    if split not in splits:
+        raise UnknownNameError(f"dataset '{dataset}' has no split '{split}'", f"splits: {', '.join(splits)}")
+    return bool(options.get("require_images", True)), Problems(options.get("errors"))
 
 
 # ----------------------------------------------------------------------------- images

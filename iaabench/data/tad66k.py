@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import LabelFileError, UnknownNameError
+from ..errors import LabelFileError
 from ..registry import DatasetInfo, register_dataset
 from . import labels as L
 from .samples import DatasetSplits, Sample
@@ -43,11 +43,7 @@ OPTIONS = {
 def load(root: Path | None = None, split: str = "official", images: Path | None = None,
          strict: bool = False, **options) -> DatasetSplits:
     """TAD66K's samples with their themes (see the module docstring for the layout)."""
-    L.check_options(NAME, options, OPTIONS)
-    if split not in SPLITS:
-        raise UnknownNameError(f"dataset 'tad66k' has no split '{split}'", f"splits: {', '.join(SPLITS)}")
-    require_images = bool(options.get("require_images", True))
-    problems = L.Problems(options.get("errors"))
+    require_images, problems = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
 
     root = L.dataset_root(NAME, root, "merge/train.csv and merge/test.csv")
     label_dir = L.find_first([root / "merge" / "train.csv", root / "dataset" / "merge" / "train.csv"],
