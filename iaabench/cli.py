@@ -91,6 +91,7 @@ def run(
     fast: bool = typer.Option(False, help="Decode once into a cached uint8 array; augment on the device."),
     workers: int = typer.Option(0, min=0, help="Decoding worker processes."),
     option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE (e.g. test_csv=PATH)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model's forward (worth it on a GPU)."),
 ):
     """Train (with the card's recipe) and evaluate a model on a dataset; write a result record.
 
@@ -101,7 +102,7 @@ def run(
     cfg = RunConfig(model=model, dataset=dataset, data_root=data_root, images=images, split=split, recipe=recipe,
                     epochs=epochs, batch_size=batch_size, lr=_parse_lr(lr), seed=seed, device=_device(device),
                     weights=weights, pretrained=pretrained, resume=resume, strict=strict, fast=fast,
-                    workers=workers, dataset_options=_parse_options(option))
+                    workers=workers, dataset_options=_parse_options(option), compile=compile)
     with _progress() as progress:
         record, path = execute(cfg, progress=progress, log=console.print)
     _print_metrics(record, path)

@@ -50,6 +50,7 @@ class RunConfig:
     dataset_options: dict = field(default_factory=dict)
     train: bool = True  # False: evaluate only (`iaabench eval`)
     results_root: Path | None = None  # default: results/ (IAABENCH_RESULTS)
+    compile: bool = False  # torch.compile the model's forward (the module, its weights and names stay as they are)
 
 
 def resolve_recipe(cfg: RunConfig) -> Recipe:
@@ -122,6 +123,8 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     pretrained = cfg.pretrained or recipe.pretrained
     torch.manual_seed(cfg.seed)
     model = api.create_model(cfg.model, head=head, pretrained=pretrained, weights=cfg.weights, **recipe.options)
+    if cfg.compile:
+        model.forward = torch.compile(model.forward)
     batches = batches_fn(cfg, data)
     if getattr(model, "feature_cache", False):  # frozen trunk: features once, then the head (MLSP)
         from .features import FeatureBatches
@@ -178,7 +181,7 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
                            "data_path": "cached features" if getattr(model, "feature_cache", False) else
                            "fast (cached pixels)" if cfg.fast else "reference (PIL decode every epoch)"},
-            "pretrained": pretrained,
+            "pretrained": pretrained, "compiled": cfg.compile,
             "weights": {"path": str(cfg.weights), "sha256": sha256_file(cfg.weights)} if cfg.weights else None,
             "label_files": data.label_files,
             "protocol_sha256": sha256_file(protocol.path),
