@@ -92,6 +92,7 @@ def run(
     workers: int = typer.Option(0, min=0, help="Decoding worker processes."),
     option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE (e.g. test_csv=PATH)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model's forward (worth it on a GPU)."),
+    head: Optional[str] = typer.Option(None, help="score or dist (default: the recipe's; e.g. dist for TANet's AVA checkpoint)."),
 ):
     """Train (with the card's recipe) and evaluate a model on a dataset; write a result record.
 
@@ -102,7 +103,7 @@ def run(
     cfg = RunConfig(model=model, dataset=dataset, data_root=data_root, images=images, split=split, recipe=recipe,
                     epochs=epochs, batch_size=batch_size, lr=_parse_lr(lr), seed=seed, device=_device(device),
                     weights=weights, pretrained=pretrained, resume=resume, strict=strict, fast=fast,
-                    workers=workers, dataset_options=_parse_options(option), compile=compile)
+                    workers=workers, dataset_options=_parse_options(option), compile=compile, head=head)
     with _progress() as progress:
         record, path = execute(cfg, progress=progress, log=console.print)
     _print_metrics(record, path)
@@ -125,6 +126,7 @@ def eval_(
     fast: bool = typer.Option(False),
     workers: int = typer.Option(0, min=0),
     option: List[str] = typer.Option([], "--option"),
+    head: Optional[str] = typer.Option(None, help="score or dist (default: the recipe's; e.g. dist for TANet's AVA checkpoint)."),
 ):
     """Evaluate a model without training; stores per-image predictions and a record.
 
@@ -135,7 +137,7 @@ def eval_(
     cfg = RunConfig(model=model, dataset=dataset, data_root=data_root, images=images, split=split, recipe=recipe,
                     eval_batch_size=batch_size, seed=seed, device=_device(device), weights=weights,
                     pretrained=pretrained, strict=strict, fast=fast, workers=workers, train=False,
-                    dataset_options=_parse_options(option))
+                    dataset_options=_parse_options(option), head=head)
     with _progress() as progress:
         record, path = execute(cfg, progress=progress, log=console.print)
     _print_metrics(record, path)

@@ -50,6 +50,7 @@ class RunConfig:
     dataset_options: dict = field(default_factory=dict)
     train: bool = True  # False: evaluate only (`iaabench eval`)
     results_root: Path | None = None  # default: results/ (IAABENCH_RESULTS)
+    head: str | None = None  # None: the recipe's head (or the model's first)
     compile: bool = False  # torch.compile the model's forward (the module, its weights and names stay as they are)
 
 
@@ -103,7 +104,7 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     protocol = load_protocol()
     dp = protocol.dataset(cfg.dataset)
     recipe = resolve_recipe(cfg)
-    head = recipe.head or info.heads[0]
+    head = cfg.head or recipe.head or info.heads[0]
     data = api.load_dataset(cfg.dataset, root=cfg.data_root, split=cfg.split or dp.split, images=cfg.images,
                             strict=cfg.strict, **{**dp.options, **cfg.dataset_options})
     if cfg.train and recipe.epochs > 0:
