@@ -93,6 +93,27 @@ def rerun_pinned(only: list[str] | None, device: str, log=print) -> list[tuple[s
     return out
 
 
+def generated_files_current() -> list[tuple[str, str, bool]]:
+    """The generated pages must be what their generators make of the committed records now."""
+    from .bench import bench_dir, write_performance_page
+    from .paths import PROJECT_ROOT, results_dir
+    from .table import leaderboard_text
+
+    out = []
+    board = results_dir() / "leaderboard.md"
+    if read_records() or board.exists():
+        fresh = board.is_file() and board.read_text(encoding="utf-8") == leaderboard_text()
+        out.append((str(board), "up to date" if fresh else "stale or missing: run `iaabench table` and commit it", fresh))
+    page = PROJECT_ROOT / "docs" / "performance.md"
+    if page.exists() and bench_dir().is_dir():
+        with tempfile.TemporaryDirectory() as tmp:
+            text = write_performance_page(out=Path(tmp) / "performance.md").read_text(encoding="utf-8")
+        fresh = page.read_text(encoding="utf-8") == text
+        out.append((str(page), "up to date" if fresh else "stale: regenerate it (iaabench.bench.write_performance_page)",
+                    fresh))
+    return out
+
+
 def run_check(console, rerun: bool = True, only: list[str] | None = None, device: str = "cpu") -> bool:
     protocol = load_protocol()
     ok = True
@@ -102,6 +123,9 @@ def run_check(console, rerun: bool = True, only: list[str] | None = None, device
     for where, msg, good in recompute_all(protocol.recompute_tolerance):
         ok &= good
         t.add_row(Path(where).name if good else where, ("[green]ok[/green] " if good else "[red]FAIL[/red] ") + msg)
+    for where, msg, good in generated_files_current():
+        ok &= good
+        t.add_row(where, ("[green]ok[/green] " if good else "[red]FAIL[/red] ") + msg)
     console.print(t)
     if rerun:
         t = Table(title="2. re-run the pinned quick runs")

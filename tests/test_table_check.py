@@ -83,3 +83,15 @@ def test_plots_are_drawn(tmp_path):
     assert any(p.name.startswith("leaderboard-") for p in written)
     assert any(p.name.startswith("scatter-") for p in written)
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_check_catches_a_stale_leaderboard():
+    from iaabench.check import generated_files_current
+
+    _record("tanet", "tad66k", "official")
+    board = [r for r in generated_files_current() if r[0].endswith("leaderboard.md")]
+    assert board and not board[0][2] and "run `iaabench table`" in board[0][1]
+    table.write_leaderboard()
+    assert all(ok for where, _, ok in generated_files_current() if where.endswith("leaderboard.md"))
+    _record("nima", "tad66k", "official", seed=1)  # a new record makes the committed page stale again
+    assert not [ok for where, _, ok in generated_files_current() if where.endswith("leaderboard.md")][0]
