@@ -449,7 +449,7 @@ def _mem(r: dict) -> str:
 
 def format_record(record: dict) -> str:
     """The printed table: images/s, peak memory and the ratio to the reference path."""
-    res, ratios = record["results"], record.get("ratios", {})
+    res = record["results"]
     ref = {"data": res.get("reference_data"), "train": res.get("reference_train")}
     lines = [f"{'measurement':34s} {'images/s':>10s}  {'peak memory':>16s}  vs reference"]
     for phase, title in PHASE_TITLES.items():

@@ -89,11 +89,17 @@ def batches_fn(cfg: RunConfig, data: DatasetSplits):
         from .data.pipeline import reference_batches
 
         return reference_batches
+    from .data.cache import can_cache, open_cache
     from .data.fast import fast_batches
 
+    key = {"dataset": data.dataset, "split": data.split, "labels": data.label_files}
+    opened = {}  # one opened cache per (sample list, transform): not re-hashed every epoch
+
     def fast(samples, spec, batch_size, **kw):
-        return fast_batches(samples, spec, batch_size, cache_key={"dataset": data.dataset, "split": data.split,
-                                                                   "labels": data.label_files}, **kw)
+        if can_cache(spec) and (id(samples), spec) not in opened:
+            opened[id(samples), spec] = (samples, open_cache(samples, spec, cache_key=key, workers=kw.get("workers", 0)))
+        cache = opened[id(samples), spec][1] if can_cache(spec) else None
+        return fast_batches(samples, spec, batch_size, cache_key=key, cache=cache, **kw)
     return fast
 
 

@@ -1,6 +1,5 @@
 """benchmark.yaml and the baseline cards: valid as committed, and bad ones are refused with
 a message naming the bad key."""
-import shutil
 
 import pytest
 import yaml

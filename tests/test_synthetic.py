@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
