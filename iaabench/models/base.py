@@ -10,12 +10,50 @@ distribution, ...), so released checkpoints load and parity tests compare like w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 BINS = torch.arange(1, 11, dtype=torch.float32)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Inception-style weights expect inputs in [-1, 1]: (x - 0.5) / 0.5.
+UNIT_RANGE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+RESIZE_POLICIES = ("squash", "shorter", "keep-aspect", "native")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model takes as input; the data layer, the cache and the device-side augmentation
+    read it (no module under `iaabench/data/` names a model).
+
+    `size`: the side of the square the architecture assumes (None: native resolution, e.g.
+    MUSIQ or MLSP, with `max_side` capping the longer side). `resize`: "squash" (both sides to
+    the recipe's size, aspect not kept, as most authors' scripts do), "shorter" (shorter side,
+    aspect kept), "keep-aspect" (longer side, aspect kept) or "native". `interpolation`: the
+    resize filter. `mean`/`std`: per-channel normalisation of [0, 1] pixels.
+    """
+
+    size: int | None = 224
+    resize: str = "squash"
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    max_side: int | None = None
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"InputSpec.resize: {self.resize!r} is not one of {RESIZE_POLICIES}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"InputSpec.interpolation: {self.interpolation!r} is not one of {INTERPOLATIONS}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
 
 
 @dataclass
@@ -36,8 +74,13 @@ class IAAModel(nn.Module):
     head: str = "score"
     #: True where one image's prediction depends on the other images of its batch.
     batch_dependent: bool = False
-    #: Square input size the architecture assumes (None: any size).
-    input_size: int | None = 224
+    #: What the model takes as input (size, resize policy, interpolation, normalisation).
+    input: InputSpec = InputSpec()
+
+    @property
+    def input_size(self) -> int | None:
+        """Square input size the architecture assumes (None: any size)."""
+        return self.input.size
 
     def predict(self, raw: torch.Tensor) -> Prediction:
         if self.head == "dist":

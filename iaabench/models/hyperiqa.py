@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import register_model
 from .backbones import resnet
-from .base import IAAModel
+from .base import IAAModel, InputSpec
 
 PAPER = "Su et al., Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper Network, CVPR 2020"
 
@@ -81,7 +81,7 @@ class HyperIQA(IAAModel):
     network's output, shape (B,): the quality score on the scale it was trained on."""
 
     head = "score"
-    input_size = INPUT_SIZE
+    input = InputSpec(size=INPUT_SIZE)
 
     def __init__(self, pretrained: str | None = "default"):
         super().__init__()

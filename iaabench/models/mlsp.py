@@ -42,7 +42,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import register_model
 from .backbones import freeze, inception_resnet_v2
-from .base import IAAModel
+from .base import IAAModel, InputSpec
 
 PAPER = "Hosu, Goldluecke, Saupe, Effective Aesthetics Prediction with Multi-level Spatially Pooled Features, CVPR 2019"
 
@@ -219,7 +219,7 @@ class MLSP(IAAModel):
     """
 
     head = "score"
-    input_size = None  # any size: full resolution
+    input = InputSpec(size=None, resize="native", max_side=DEFAULT_MAX_SIDE)  # full resolution, longer side capped
     feature_cache = True
     min_input_side = MIN_INPUT_SIDE
 

@@ -214,7 +214,6 @@ class TANet(IAAModel):
     (our default), "train" lets its statistics follow the training batches (the authors' code).
     """
 
-    input_size = 224
 
     def __init__(self, head: str = "score", branches: tuple[str, ...] = BRANCHES, per_sample: bool = False,
                  places_bn: str = "frozen"):
