@@ -29,12 +29,15 @@ from torch import nn
 
 from .errors import ConfigError
 
-#: Cases-file entry -> (registered model, head).
-ENTRIES: dict[str, tuple[str, str]] = {
-    "tanet_tad66k": ("tanet", "score"),
-    "tanet_ava": ("tanet", "dist"),
-    "hyperiqa": ("hyperiqa", "score"),
-}
+#: Extra cases-file entries -> (registered model, head), beside those the models register
+#: (`register_model(..., parity={entry: head})`); tests add ghosts here.
+ENTRIES: dict[str, tuple[str, str]] = {}
+
+
+def entries() -> dict[str, tuple[str, str]]:
+    from .registry import parity_entries
+
+    return {**parity_entries(), **ENTRIES}
 
 CALIBRATION_BATCH, CALIBRATION_PHASE = 16, 0.123
 
@@ -135,7 +138,7 @@ def _build(entry: str, data: dict):
     """(the filled, calibrated model of one entry, []), or (None, its state_dict differences)."""
     from .registry import model_info
 
-    name, head = ENTRIES[entry]
+    name, head = entries()[entry]
     model = model_info(name).builder(head=head, pretrained="none")
     own = model.state_dict()
     shapes = data.get("state_dict_shapes")
@@ -175,16 +178,17 @@ def run_parity(cases_path: str | Path, atol: float | None = None, only: list[str
         if unknown:
             raise ConfigError(f"{path}: no entry {', '.join(unknown)}", f"entries: {', '.join(cases)}")
     registered = set(list_models())
+    known = entries()
     results: list[dict] = []
     for entry, data in cases.items():
         if entry.startswith("_") or (only and entry not in only):
             continue  # "_source" and the like are notes, not entries
         base = {"entry": entry, "model": None, "head": None, "atol": None, "reason": None}
-        if entry not in ENTRIES:
+        if entry not in known:
             results.append({**base, "status": "skipped", "passed": None,
                             "reason": "skipped: no model known for this entry"})
             continue
-        name, head = ENTRIES[entry]
+        name, head = known[entry]
         tol = float(atol if atol is not None else data.get("atol", 1e-4))
         base.update(model=name, head=head, atol=tol)
         if name not in registered:

@@ -18,6 +18,7 @@ class ModelInfo:
     heads: tuple[str, ...] = ("score", "dist")
     description: str = ""
     warning: str | None = None  # shown by `iaabench models` (e.g. batch-dependent predictions)
+    parity: tuple[tuple[str, str], ...] = ()  # (parity cases entry, head) pairs this model answers
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,17 @@ def _suggest(name: str, known: list[str], kind: str):
 
 
 def register_model(name: str, *, family: str, paper: str, heads=("score", "dist"), description="",
-                   warning=None):
-    """Decorator: register `builder(head=..., pretrained=..., **kw) -> IAAModel` under `name`."""
+                   warning=None, parity: dict[str, str] | None = None):
+    """Decorator: register `builder(head=..., pretrained=..., **kw) -> IAAModel` under `name`.
+
+    `parity`: the entries of a parity cases file (see `iaabench.parity`) that this model
+    answers, each with the head it is built with, e.g. {"tanet_ava": "dist"}."""
 
     def deco(builder):
         if name in _MODELS:
             raise ValueError(f"model '{name}' is registered twice")
-        _MODELS[name] = ModelInfo(name, family, paper, builder, tuple(heads), description, warning)
+        _MODELS[name] = ModelInfo(name, family, paper, builder, tuple(heads), description, warning,
+                                  tuple((parity or {}).items()))
         return builder
 
     return deco
@@ -84,6 +89,18 @@ def dataset_info(name: str) -> DatasetInfo:
 def list_models() -> list[str]:
     _load_all()
     return sorted(_MODELS)
+
+
+def parity_entries() -> dict[str, tuple[str, str]]:
+    """Parity cases entry -> (registered model, head), from every model's registration."""
+    _load_all()
+    out: dict[str, tuple[str, str]] = {}
+    for info in _MODELS.values():
+        for entry, head in info.parity:
+            if entry in out:
+                raise ValueError(f"parity entry '{entry}' is claimed by '{out[entry][0]}' and '{info.name}'")
+            out[entry] = (info.name, head)
+    return out
 
 
 def list_datasets() -> list[str]:

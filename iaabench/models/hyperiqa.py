@@ -161,7 +161,8 @@ class HyperIQA(IAAModel):
 
 @register_model("hyperiqa", family="hyperiqa", paper=PAPER, heads=("score",),
                 description="ResNet-50 + LDA module; a hyper network generates each image's target network "
-                            "(224-112-56-28-14-1); 224 crops, the prediction averages 25 crops per image")
+                            "(224-112-56-28-14-1); 224 crops, the prediction averages 25 crops per image",
+                parity={"hyperiqa": "score"})
 def _hyperiqa(head: str = "score", pretrained: str | None = "default", **kw) -> HyperIQA:
     if kw:
         raise ConfigError(f"hyperiqa: unknown option(s) {sorted(kw)} (it takes none)")

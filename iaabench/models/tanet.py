@@ -406,7 +406,8 @@ _BATCH_WARNING = ("predictions depend on the other images of the batch (the them
 @register_model("tanet", family="tanet", paper=PAPER, heads=("score", "dist"),
                 description="TANet as released: score = TAD66K head (sigmoid, MSE), "
                             "dist = AVA head (10-bin softmax, EMD)",
-                warning=_BATCH_WARNING + "; the AVA head cannot predict a batch of one image")
+                warning=_BATCH_WARNING + "; the AVA head cannot predict a batch of one image",
+                parity={"tanet_tad66k": "score", "tanet_ava": "dist"})
 def tanet(head="score", pretrained="default", **kw):
     return _create_tanet(head, pretrained, **kw)
 
