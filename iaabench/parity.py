@@ -148,6 +148,12 @@ def _build(entry: str, data: dict):
     # Without recorded shapes (a trimmed cases file), the model's own layout is filled by name:
     # a renamed key still gets other values, so the outputs catch it.
     state = fill_state_dict(shapes if shapes is not None else {k: list(v.shape) for k, v in own.items()})
+    # `not_filled`: constant buffers derived from the geometry (Swin/DAT relative_position_index,
+    # attn_mask) that the recording left at their constructed values; ours keep theirs too.
+    for key in data.get("not_filled", []):
+        if key not in own:
+            raise ConfigError(f"parity entry '{entry}': not_filled names {key}, which the model does not have")
+        state[key] = own[key]
     model.load_state_dict(state, strict=True)
     calibrate_batchnorm(model)
     return model, []
