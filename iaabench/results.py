@@ -199,3 +199,6 @@ def read_records(root: Path | None = None) -> list[tuple[Path, dict]]:
             raise IAAError(f"{p}: record schema {rec.get('schema')!r}, this iaabench reads schema {SCHEMA}")
         out.append((p, rec))
     return out
+
+
+from .frame import frame  # noqa: E402,F401  (the tidy frame of every record: iaabench/frame.py)
