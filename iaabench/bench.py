@@ -23,8 +23,8 @@ under `results/bench/`. `docs/performance.md` is generated from those records by
 `write_performance_page`, never typed by hand; where no GPU record exists it says the GPU
 numbers are not measured yet.
 
-The training step here keeps targets on the device and never waits for the GPU inside the
-loop (no `loss.item()` per step), so the GPU is fed as fast as the data path allows.
+The training step is the trainer's own (`train.train_step`): it never waits for the GPU inside
+the loop (no `loss.item()` per step), so the GPU is fed as fast as the data path allows.
 `data_only` keeps the two data paths alone (on a CPU the model phases take minutes).
 
 Record keys (schema 1): kind "bench", date, model, head, dataset, recipe, device (kind, name,
@@ -133,47 +133,6 @@ def _epochs(make_epoch: Callable[[int], Iterator]) -> Iterator:
                            "lower --batch-size")
 
 
-class _Step:
-    """The training step every measurement shares: targets looked up on the device, the
-    recipe's loss under bf16 autocast (CUDA), backward, optimizer step; no host sync."""
-
-    def __init__(self, model, recipe, samples, scale_max: float, device: str):
-        from .losses import get_loss
-        from .train import build_optimizer
-
-        self.model, self.device = model, device
-        self.loss = get_loss(recipe.loss)
-        self.opt = build_optimizer(model, recipe)
-        self.scores = torch.tensor([s.score / scale_max for s in samples], dtype=torch.float32, device=device)
-        votes = [s.votes for s in samples]
-        self.dists = None
-        if votes and all(v is not None for v in votes):
-            v = torch.tensor(votes, dtype=torch.float32)
-            self.dists = (v / v.sum(1, keepdim=True)).to(device)
-
-    def targets(self, index: torch.Tensor, crops: int):
-        idx = index.to(self.device, non_blocking=True)
-        score = self.scores[idx]
-        dist = self.dists[idx] if self.dists is not None else None
-        if crops > 1:  # each crop is a training sample with its image's label
-            score = score.repeat_interleave(crops)
-            dist = dist.repeat_interleave(crops, 0) if dist is not None else None
-        return score, dist
-
-    def __call__(self, x: torch.Tensor, index: torch.Tensor, crops: int = 1) -> None:
-        from .models.base import Prediction
-        from .train import autocast
-
-        score_t, dist_t = self.targets(index, crops)
-        with autocast(self.device):
-            pred = self.model.predict(self.model(x))
-        pred = Prediction(pred.score.float(), pred.dist.float() if pred.dist is not None else None)
-        loss = self.loss(pred, score_t, dist_t)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -260,8 +219,10 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     from .data.fast import fast_batches
     from .data.pipeline import reference_batches
     from .registry import model_info
+    from .device import autocast, flatten_crops, place_model, targets
+    from .losses import get_loss
     from .results import atomic_write_text, git_state
-    from .train import autocast, flatten_crops
+    from .train import build_optimizer, train_step
 
     on_cuda = device.startswith("cuda")
     steps = steps or (50 if on_cuda else 10)
@@ -290,12 +251,10 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         f"{len(eval_s)} for evaluation; {dev['name']}; batch {bs}/{ebs}; {workers} workers")
 
     torch.manual_seed(seed)
-    model = api.create_model(model_name, head=head, pretrained="none", **rec.options).to(device)
-    if on_cuda:
-        model.to(memory_format=torch.channels_last)
-    run_model = torch.compile(model) if compile else model
-    step = _Step(model, rec, train_s, scale_max, device)
-    step.model = run_model
+    model = place_model(api.create_model(model_name, head=head, pretrained="none", **rec.options), device)
+    if compile:  # as `iaabench run --compile` does: the forward compiled, the module unchanged
+        model.forward = torch.compile(model.forward)
+    loss_fn, opt = get_loss(rec.loss), build_optimizer(model, rec)
     crops = tr_spec.crops if tr_spec.crop else 1
     results: dict[str, dict] = {}
     cache_info = {}
@@ -341,8 +300,9 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         return _epochs(lambda e: reference_batches(samples, spec, bsize, train=True, seed=seed, epoch=e,
                                                    workers=workers, drop_last=True))
 
-    def train_step(batch) -> int:
-        step(flatten_crops(batch.x, device), batch.index, batch.x.shape[1])
+    def one_step(batch) -> int:  # the trainer's step, on the batch's targets
+        score, dist = targets(train_s, batch.index, scale_max, device)
+        train_step(model, loss_fn, opt, batch.x, score, dist, device)
         return len(batch.index)
 
     def touch(batch) -> int:
@@ -356,19 +316,17 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         log("  measuring the model step alone")
         h, w = tr_spec.out_size or (model.input_size or 224,) * 2
         g = torch.Generator().manual_seed(seed)
-        x = torch.randn(bs * crops, 3, h, w, generator=g).to(device)
-        if on_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        index = torch.arange(bs) % len(train_s)
+        x = torch.randn(bs, crops, 3, h, w, generator=g).to(device)
+        score, dist = targets(train_s, torch.arange(bs) % len(train_s), scale_max, device)
 
         def synthetic_step(_) -> int:
-            step(x, index, crops)
+            train_step(model, loss_fn, opt, x, score, dist, device)
             return bs
 
         results["model_step"] = _measure(repeat(None), synthetic_step, warmup, steps, device)
 
         log("  measuring end-to-end training")
-        results["train"] = _measure(fast(train_s, tr_spec, bs, True), train_step, warmup, steps, device)
+        results["train"] = _measure(fast(train_s, tr_spec, bs, True), one_step, warmup, steps, device)
 
         log("  measuring evaluation")
         model.eval()
@@ -376,7 +334,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
 
         def eval_step(batch) -> int:
             with torch.inference_mode(), autocast(device):
-                outputs.append(model.predict(run_model(flatten_crops(batch.x, device))).score)
+                outputs.append(model.predict(model(flatten_crops(batch.x, device))).score)
             return len(batch.index)
 
         results["eval"] = _measure(fast(eval_s, te_spec, ebs, False), eval_step, warmup, steps, device)
@@ -388,7 +346,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         results["reference_data"] = _measure(reference_stream(train_s, tr_spec, bs), touch, min(warmup, 2),
                                              reference_steps, device)
         if not data_only:
-            results["reference_train"] = _measure(reference_stream(train_s, tr_spec, bs), train_step,
+            results["reference_train"] = _measure(reference_stream(train_s, tr_spec, bs), one_step,
                                                   min(warmup, 2), reference_steps, device)
 
     ratios = {}

@@ -17,7 +17,7 @@ from .data.samples import Sample
 from .errors import ImageError
 from .metrics import compute_metrics, per_group
 from .results import Predictions
-from .train import autocast, flatten_crops
+from .device import autocast, flatten_crops
 
 
 @torch.no_grad()

@@ -8,8 +8,8 @@ have (on the CPU; CUDA kernels are not bitwise deterministic).
 """
 from __future__ import annotations
 
-import contextlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -21,34 +21,14 @@ from . import faults
 from .cards import Recipe
 from .data.pipeline import Batch, collecting_notes, reference_batches
 from .data.samples import Sample
+from .device import autocast, flatten_crops, place_model, repeat_per_crop, targets
 from .errors import ConfigError, ImageError, IAAError
+from .evaluate import predict
 from .losses import get_loss
+from .metrics import srcc
 from .models.base import IAAModel
 
 BatchesFn = Callable[..., Iterator[Batch]]
-
-
-def autocast(device: str):
-    """bf16 autocast on CUDA; a no-op on the CPU (one code path for every precision)."""
-    if device.startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def targets(samples: Sequence[Sample], index: torch.Tensor, scale_max: float, device: str):
-    """(unit-scale scores (B,), normalized vote histograms (B, 10) or None) for a batch."""
-    chosen = [samples[i] for i in index.tolist()]
-    score = torch.tensor([s.score / scale_max for s in chosen], dtype=torch.float32, device=device)
-    if all(s.votes is not None for s in chosen):
-        v = torch.tensor([s.votes for s in chosen], dtype=torch.float32, device=device)
-        return score, v / v.sum(1, keepdim=True)
-    return score, None
-
-
-def flatten_crops(x: torch.Tensor, device: str) -> torch.Tensor:
-    """(B, crops, C, H, W) -> (B * crops, C, H, W) on `device` (channels_last on CUDA)."""
-    x = x.reshape(-1, *x.shape[2:]).to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.startswith("cuda") and x.dim() == 4 else x
 
 
 def build_optimizer(model: IAAModel, recipe: Recipe) -> torch.optim.Optimizer:
@@ -133,18 +113,11 @@ def load_model_state(model: IAAModel, state: dict) -> None:
 
 def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequence[Sample], recipe: Recipe, *,
           scale_max: float, device: str, seed: int, run_dir: Path, resume: bool = False, strict: bool = False,
-          batches: BatchesFn = reference_batches, workers: int = 0, progress=None,
-          evaluate_fn: Callable | None = None) -> TrainOutcome:
+          batches: BatchesFn = reference_batches, workers: int = 0, progress=None) -> TrainOutcome:
     """Train `model` in place; on return it holds the weights of the best validation epoch."""
-    import time
-
-    from .evaluate import predict
-
     run_dir.mkdir(parents=True, exist_ok=True)
     loss_fn = get_loss(recipe.loss)
-    model.to(device)
-    if device.startswith("cuda"):
-        model.to(memory_format=torch.channels_last)
+    place_model(model, device)
     opt = build_optimizer(model, recipe)
     sched = build_scheduler(opt, recipe)
     out = TrainOutcome(history=[], best_epoch=None)
@@ -178,16 +151,8 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
                 continue
             crops = batch.x.shape[1]
             score_t, dist_t = targets(train_samples, batch.index, scale_max, device)
-            if crops > 1:  # each crop is a training sample with its image's label
-                score_t = score_t.repeat_interleave(crops)
-                dist_t = dist_t.repeat_interleave(crops, 0) if dist_t is not None else None
-            with autocast(device):
-                pred = model.predict(model(flatten_crops(batch.x, device)))
-            loss = loss_fn(_float(pred), score_t, dist_t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())  # no .item() per step: on a GPU it would wait for every step
+            loss = train_step(model, loss_fn, opt, batch.x, score_t, dist_t, device)
+            losses.append(loss)  # no .item() per step: on a GPU it would wait for every step
             faults.point("mid-epoch", epoch + 1, len(losses))
             out.images_seen += len(batch.index) * crops
             if progress:
@@ -204,8 +169,6 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
             vp, vfailed = predict(model, val_samples, recipe.test_transforms, recipe.eval_batch_size,
                                   scale_max=scale_max, device=device, seed=seed, batches=noted, workers=workers, strict=strict)
             out.failed.update({str(val_samples[i].path): r for i, r in vfailed})
-            from .metrics import srcc
-
             entry["val_srcc"] = float(srcc(vp.true, vp.pred))
             entry["val_mse_unit"] = float(np.mean((vp.true - vp.pred) ** 2) / scale_max ** 2)
             score = entry["val_srcc"] if np.isfinite(entry["val_srcc"]) else -entry["val_mse_unit"]
@@ -225,6 +188,24 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
     if (run_dir / "best.pt").is_file():
         load_model_state(model, load_checkpoint(run_dir / "best.pt")["model"])
     return out
+
+
+def train_step(model: IAAModel, loss_fn, opt: torch.optim.Optimizer, x: torch.Tensor, score: torch.Tensor,
+               dist: torch.Tensor | None, device: str) -> torch.Tensor:
+    """The one training step of every model, in the trainer and in `iaabench bench`: forward
+    (bf16 autocast on CUDA), the recipe's loss in float32, backward, optimizer step.
+
+    `x` is (B, crops, C, H, W); `score` (B,) unit-scale targets and `dist` (B, 10) or None.
+    Each crop is a training sample with its image's label. Returns the loss, detached and left
+    on the device (no `.item()`: on a GPU it would wait for every step)."""
+    score, dist = repeat_per_crop(score, dist, x.shape[1])
+    with autocast(device):
+        pred = model.predict(model(flatten_crops(x, device)))
+    loss = loss_fn(_float(pred), score, dist)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def _float(pred):

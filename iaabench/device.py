@@ -1,0 +1,55 @@
+"""Where tensors run: the autocast policy, channels_last and crop flattening, shared by
+training, evaluation and the benchmark (one code path for every precision, as nanoGPT has)."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def on_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def autocast(device: str):
+    """bf16 autocast on CUDA; a no-op on the CPU (one code path for every precision)."""
+    if on_cuda(device):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def place_model(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """Move `model` to `device`, in channels_last layout on CUDA (what cuDNN's convolutions prefer)."""
+    model.to(device)
+    if on_cuda(device):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def flatten_crops(x: torch.Tensor, device: str) -> torch.Tensor:
+    """(B, crops, C, H, W) -> (B * crops, C, H, W) on `device` (channels_last on CUDA)."""
+    x = x.reshape(-1, *x.shape[2:]).to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if on_cuda(device) and x.dim() == 4 else x
+
+
+def repeat_per_crop(score: torch.Tensor, dist: torch.Tensor | None, crops: int):
+    """Each crop is a training sample with its image's label: repeat the targets `crops` times."""
+    if crops <= 1:
+        return score, dist
+    return score.repeat_interleave(crops), dist.repeat_interleave(crops, 0) if dist is not None else None
+
+
+def sync(device: str) -> None:
+    """Wait for the device (only a timer needs it; training never does)."""
+    if on_cuda(device):
+        torch.cuda.synchronize()
+
+
+def targets(samples, index: torch.Tensor, scale_max: float, device: str):
+    """(unit-scale scores (B,), normalized vote histograms (B, 10) or None) for a batch."""
+    chosen = [samples[i] for i in index.tolist()]
+    score = torch.tensor([s.score / scale_max for s in chosen], dtype=torch.float32, device=device)
+    if all(s.votes is not None for s in chosen):
+        v = torch.tensor([s.votes for s in chosen], dtype=torch.float32, device=device)
+        return score, v / v.sum(1, keepdim=True)
+    return score, None
