@@ -347,7 +347,12 @@ def test_card_variants_recipes_and_reported_rows_fit_the_models():
             recipe = card.recipe(name)
             assert set(recipe.lr) == groups, (variant, name)
             create_model(variant, head=recipe.head, pretrained="none", **recipe.options)  # options are accepted
-    assert card.recipe("tad66k").eval_batch_size == card.recipe("tad66k").batch_size
+    assert card.recipe("tad66k-authors").eval_batch_size == card.recipe("tad66k-authors").batch_size
+    # the default TAD66K recipe reproduces the release: Places365 BatchNorm statistics drift in training mode
+    assert card.recipe_name_for("tad66k") == "tad66k-authors"
     assert card.recipe("tad66k-authors").options == {"places_bn": "train"}
+    assert card.recipe("tad66k-frozen-bn").options == {"places_bn": "frozen"}
+    # the released AVA script trains with the batch-and-bins EMD at r = 2 (and reports r = 1)
+    assert card.recipe(card.recipe_name_for("ava")).loss == "tanet_emd2"
     for row in card.reported:
         assert row["model"] in registered and row["source"]
