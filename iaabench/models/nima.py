@@ -17,7 +17,7 @@ from torch import nn
 
 from ..registry import register_model
 from . import backbones
-from .base import IAAModel
+from .base import IAAModel, InputSpec
 
 PAPER = "Talebi & Milanfar, NIMA: Neural Image Assessment, IEEE TIP 2018"
 
@@ -65,6 +65,12 @@ def _vgg16(pretrained):
     return net, 4096
 
 
+def _vgg16_gap(pretrained):
+    """VGG-16's 13 convolutions (through the fifth max pool) -> global average pool: 512 values.
+    fc6/fc7 are dropped, as in the IQA-PyTorch toolbox's NIMA (see the card)."""
+    return _Pooled(backbones.vgg16(pretrained).features), 512
+
+
 def _inception_v3(pretrained):
     net = backbones.inception_v3(pretrained)
     net.dropout = nn.Identity()  # NIMA's own Dropout(0.75) replaces the classifier's
@@ -92,3 +98,12 @@ def nima_vgg16(head="dist", pretrained="default", dropout=0.75):
                 description="NIMA on ImageNet Inception-v3, standing in for the paper's Inception-v2")
 def nima_inception(head="dist", pretrained="default", dropout=0.75):
     return _build(_inception_v3, head, pretrained, dropout)
+
+
+@register_model("nima-vgg16-gap", family="nima", paper=PAPER, heads=("dist",),
+                description="NIMA as the IQA-PyTorch toolbox builds it on VGG-16: conv features -> global "
+                            "average pool (512) -> Linear(10) -> softmax; no fc6/fc7, no dropout")
+def nima_vgg16_gap(head="dist", pretrained="default", dropout=0.0):
+    model = _build(_vgg16_gap, head, pretrained, dropout)
+    model.input = InputSpec(size=224, resize="shorter")  # shorter side to 224, centre crop (toolbox's eval)
+    return model
