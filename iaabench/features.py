@@ -47,7 +47,8 @@ from PIL import Image
 from .data.images import load_rgb
 from .data.pipeline import TransformSpec, normalize, resize_pil, upscale_to
 from .data.samples import Sample
-from .errors import ConfigError, IAAError, ImageError
+from .errors import ConfigError, ImageError
+from .io import FileLock, write_json
 from .paths import cache_dir as default_cache_dir
 
 FORMAT_VERSION = 1
@@ -149,9 +150,7 @@ class _Items(torch.utils.data.Dataset):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1, sort_keys=True)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -162,28 +161,10 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-class _Lock:
+def _Lock(folder: Path) -> FileLock:
     """An exclusive lock on the cache folder, so two processes never write the same file."""
-
-    def __init__(self, folder: Path):
-        self.path, self.fd = folder / "lock", None
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR)
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no locking
-            return self
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            raise IAAError(f"{self.path.parent}: another process is extracting these features",
-                           "wait for it to finish (the cache is shared), or remove that process") from None
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
+    return FileLock(folder / "lock", timeout=0, what=f"{folder}: another process is extracting these features",
+                    hint="wait for it to finish (the cache is shared), or remove that process")
 
 
 def _open_arrays(folder: Path, meta: dict) -> tuple[np.memmap, np.memmap]:

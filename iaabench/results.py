@@ -1,8 +1,7 @@
 """Result records: one JSON file per run, with its per-image predictions beside it.
 
 `results/<dataset>/<model>/<run-id>.json` (schema below, versioned by `SCHEMA`) and
-`<run-id>.predictions.csv`. Files are written atomically (a temporary file in the same folder,
-fsync, then `os.replace`), and a run id is claimed with an exclusive create, so two runs
+`<run-id>.predictions.csv`. Files are written atomically (`iaabench.io.atomic_write`), and a run id is claimed with an exclusive create, so two runs
 started at once never overwrite each other and a reader never sees half a file.
 
 Record keys: schema, run_id, created, model, family, head, dataset, split (name, manifest,
@@ -22,39 +21,21 @@ import os
 import platform
 import secrets
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import faults
 from .errors import IAAError
+from .io import atomic_write
 from .paths import PROJECT_ROOT, results_dir
 
 SCHEMA = 1
 
 
-def atomic_write_bytes(path: Path, data: bytes, fault: str | None = None) -> None:
-    """`fault`: the name of the `faults.point` between writing and renaming (crash tests)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if fault:
-            faults.point(fault)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str, fault: str | None = None) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), fault)
+#: Kept under this name for the modules that write text through `results` (table, bench).
+atomic_write_text = atomic_write
 
 
 def new_run_id(folder: Path, prefix: str = "") -> str:
@@ -166,10 +147,10 @@ def write_record(record: dict, predictions: Predictions, root: Path | None = Non
     folder = (root or results_dir()) / record["dataset"] / record["model"]
     rid = new_run_id(folder)
     record = {"schema": SCHEMA, "run_id": rid, **record, "predictions": f"{rid}.predictions.csv"}
-    atomic_write_text(folder / record["predictions"], predictions.to_csv())
+    atomic_write(folder / record["predictions"], predictions.to_csv())
     path = folder / f"{rid}.json"
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=_jsonable) + "\n",
-                      fault="before-record-rename")
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=False, default=_jsonable) + "\n",
+                 fault="before-record-rename")
     (folder / f".{rid}.claim").unlink(missing_ok=True)
     return path
 

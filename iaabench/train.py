@@ -8,7 +8,6 @@ have (on the CPU; CUDA kernels are not bitwise deterministic).
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from .data.samples import Sample
 from .device import autocast, flatten_crops, place_model, repeat_per_crop, targets
 from .errors import ConfigError, ImageError, IAAError
 from .evaluate import predict
+from .io import atomic_write
 from .losses import get_loss
 from .metrics import srcc
 from .models.base import IAAModel
@@ -76,13 +76,9 @@ class TrainOutcome:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save to a temporary file, then an atomic rename: a kill never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    faults.point("after-checkpoint-tmp", payload.get("epoch", -1) + 1, path.name)
-    os.replace(tmp, path)
+    """`torch.save`, atomically (`io.atomic_write`): a kill never leaves half a file."""
+    atomic_write(path, lambda f: torch.save(payload, f), fault="after-checkpoint-tmp",
+                 fault_args=(payload.get("epoch", -1) + 1, path.name))
 
 
 def load_checkpoint(path: Path) -> dict:

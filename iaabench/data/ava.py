@@ -37,7 +37,6 @@ in `paths.cache_dir()/index/`, keyed by the file's sha256, so a second load skip
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import numpy as np
 
 from .. import paths
 from ..errors import DatasetNotFoundError, LabelFileError
+from ..io import atomic_write
 from ..registry import DatasetInfo, register_dataset
 from . import labels as L
 from .samples import DatasetSplits, Sample, Skipped, sha256_file
@@ -208,14 +208,7 @@ def _write_cache(target: Path, table: np.ndarray, lines: np.ndarray) -> None:
     cannot be written is not an error, only slower next time."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, table=table.astype(np.int32), lines=lines.astype(np.int32))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, lambda f: np.savez(f, table=table.astype(np.int32), lines=lines.astype(np.int32)))
     except OSError:
         pass
 

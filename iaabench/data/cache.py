@@ -34,7 +34,6 @@ inputs (MLSP) keep the reference path.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -44,7 +43,6 @@ import shutil
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -54,6 +52,7 @@ import PIL
 import PIL.Image
 
 from ..errors import ConfigError, IAAError, ImageError
+from ..io import FileLock, write_json
 from ..paths import cache_dir
 from .images import load_rgb
 from .pipeline import TransformSpec, resize_pil, upscale_to
@@ -214,24 +213,9 @@ def open_cache(samples: Sequence[Sample], spec: TransformSpec, *, cache_key: dic
         raise
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `folder/lock` (released by the OS if the process dies)."""
-    while True:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(folder / "lock"))
-        except FileNotFoundError:
-            same = False
-        if same:  # else the folder was removed (a failed build) while we waited: start again
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        os.close(fd)
+def _locked(folder: Path) -> FileLock:
+    """An exclusive lock on `folder/lock` (a build by another process is waited for)."""
+    return FileLock(folder / "lock", what=f"image cache {folder} is being built by another process")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -295,15 +279,6 @@ def _remove_cache_files(folder: Path) -> None:
         pass
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- building
 
 
@@ -351,14 +326,14 @@ def _build(folder: Path, key: dict, samples: Sequence[Sample], spec: TransformSp
             now = time.perf_counter()
             if now - last > CHECKPOINT_S and done < n:
                 os.fdatasync(fd)  # rows first, then the checkpoint that vouches for them
-                _write_json_atomic(progress_path, {"key": key, "done": done, "failed": failed, "notes": notes})
+                write_json(progress_path, {"key": key, "done": done, "failed": failed, "notes": notes})
                 log(f"image cache: {done}/{n} images ({(done - start) / (now - t0):.0f} images/s)")
                 last = now
         os.fsync(fd)
     finally:
         os.close(fd)
     seconds = time.perf_counter() - t0
-    _write_json_atomic(folder / "meta.json", {"key": key, "count": n, "shape": [h, w, 3],
+    write_json(folder / "meta.json", {"key": key, "count": n, "shape": [h, w, 3],
                                               "failed": failed, "notes": notes,
                                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     building.unlink()
