@@ -485,7 +485,7 @@ def flickr_root(tmp_path):
 def test_flickr_workers_split(flickr_root):
     root, ratings, means = flickr_root
     before = snapshot(root)
-    d = flickr_aes.load(root)
+    d = flickr_aes.load(root, split="workers-random")
     test_workers = d.manifest["test_workers"]
     assert len(test_workers) == 37 and test_workers == sorted(test_workers)
     assert d.manifest["worker_choice"] == "seeded" and d.manifest["split_seed"] == 0
@@ -498,9 +498,9 @@ def test_flickr_workers_split(flickr_root):
     assert s.extra["ratings"] == {w: float(r) for w, im, r in ratings if im == s.image_id}
     assert d.scale == (1.0, 5.0) and set(d.label_files) == {F.FLICKR_WORKER_FILE, F.FLICKR_SCORE_FILE}
     assert snapshot(root) == before
-    again = flickr_aes.load(root)
+    again = flickr_aes.load(root, split="workers-random")
     assert again.manifest["test_workers"] == test_workers
-    other = flickr_aes.load(root, split_seed=1, test_workers=5)
+    other = flickr_aes.load(root, split="workers-random", split_seed=1, test_workers=5)
     assert len(other.manifest["test_workers"]) == 5
     assert other.manifest["test_workers_sha256"] != d.manifest["test_workers_sha256"]
 
@@ -517,14 +517,14 @@ def test_flickr_workers_file(flickr_root, tmp_path):
         flickr_aes.load(root, workers_file=tmp_path / "bad.txt")
     assert e.value.line == 2 and "NOBODY" in str(e.value)
     with pytest.raises(ConfigError, match="test_workers=50"):
-        flickr_aes.load(root, test_workers=50)
+        flickr_aes.load(root, split="workers-random", test_workers=50)
 
 
 @pytest.mark.parametrize("eol,bom,trailing", [("\r\n", True, 2), ("\n", False, 1)])
 def test_flickr_quirks_and_40k_folder(tmp_path, eol, bom, trailing):
     ratings = F.flickr_ratings(n_workers=40, n_images=60, per_image=3, seed=3)
     F.write_flickr(tmp_path, ratings, eol=eol, bom=bom, trailing_blank=trailing, image_dir="40K")
-    d = flickr_aes.load(tmp_path, test_workers=3)
+    d = flickr_aes.load(tmp_path, split="workers-random", test_workers=3)
     assert sum(d.counts().values()) == 60
     assert {s.path.parent for v in d.splits.values() for s in v} == {tmp_path / "40K"}
 
@@ -532,7 +532,7 @@ def test_flickr_quirks_and_40k_folder(tmp_path, eol, bom, trailing):
 def test_flickr_bad_rows_and_missing_scores(tmp_path):
     ratings = F.flickr_ratings(n_workers=40, n_images=30, per_image=3)
     F.write_flickr(tmp_path, ratings, skip_scores=[ratings[0][1]])
-    d = flickr_aes.load(tmp_path)
+    d = flickr_aes.load(tmp_path, split="workers-random")
     assert sum(d.counts().values()) == 29 and d.manifest["rated_without_score"] == 1
     lines = (tmp_path / F.FLICKR_WORKER_FILE).read_text().splitlines()
     F.write_text(tmp_path / F.FLICKR_WORKER_FILE, lines[:3] + ["W1, x.jpg, 7"] + lines[3:])
@@ -543,7 +543,7 @@ def test_flickr_bad_rows_and_missing_scores(tmp_path):
 
 def test_flickr_personalized_episode(flickr_root):
     root, ratings, _ = flickr_root
-    d = flickr_aes.load(root)
+    d = flickr_aes.load(root, split="workers-random")
     workers = flickr_aes.list_workers(d)
     assert workers == d.manifest["test_workers"]
     assert set(flickr_aes.list_workers(d, "train")) | set(workers) == {w for w, _, _ in ratings}
@@ -585,7 +585,7 @@ def test_real_flickr_derivative_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name,splits,votes,themes", [("ava", ("official", "tanet-random", "manifest"), True, False),
                                                       ("tad66k", ("official",), False, True),
-                                                      ("flickr-aes", ("workers",), False, False)])
+                                                      ("flickr-aes", ("workers", "workers-random"), False, False)])
 def test_registered(name, splits, votes, themes):
     info = dataset_info(name)
     assert info.splits == splits and info.has_votes is votes and info.themes is themes

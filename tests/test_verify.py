@@ -111,7 +111,7 @@ def test_verify_missing_image_folder(tmp_path):
 def test_verify_flickr(tmp_path):
     ratings = F.flickr_ratings(n_workers=40, n_images=30, per_image=3)
     F.write_flickr(tmp_path, ratings, image_kinds={ratings[0][1]: "png"})
-    r = verify("flickr-aes", tmp_path, test_workers=4)
+    r = verify("flickr-aes", tmp_path, split="workers-random", test_workers=4)
     assert r["usable"] and sum(r["counts"].values()) == 30 and r["converted_images"]["count"] == 1
     assert len(r["manifest"]["test_workers"]) == 4
 

@@ -13,14 +13,37 @@ Layout (`root` = `$IAABENCH_DATA/flickr-aes` unless given)::
 A sample's `score` is its mean rating from FLICKR-AES_image_score.txt (the generic task) and
 `extra["ratings"]` = {worker: rating} holds every rating of it (the personalized task).
 
-Split `workers`. The authors' split (173 train / 37 test workers) is not published, so this
-one is our own, documented choice: the worker ids are sorted, and `random.Random(split_seed)
-.sample(workers, test_workers)` picks the test workers (defaults 37 and 0). Or pass
-`workers_file=PATH`, one worker id per line. Test images = the images rated by any test
-worker; train = all other images. The manifest records the choice (seed or file and its
-sha256, the sorted test workers and the sha256 of that list), because numbers on two
-different worker splits are not comparable. The paper's counts (35,263 / 4,737 images) come
-from its own split and will differ.
+Split `workers` (the default): the 37 test workers of the personalized protocol the PIAA
+literature evaluates on (PIAA, BIAA, UGIAA, TANet's Table 4). The authors' own list is not
+published; the ids are those of the PIAA repositories' test file
+(`test_workers_dataset_normalized.csv` of crp94/Personalised-aesthetic-assessment-using-
+residual-adapters, commit 1eb4d3e; the PA_IAA code reads a file of the same name). The project
+ships the ids only, with their sha256 and that source, in `data/splits/
+flickr_aes_piaa_test_workers.json` (`published_test_workers()`), never the ratings. Test images =
+every image any of the 37 rated; train = every image none of them rated. `workers_file=PATH`
+replaces the shipped list: one worker id per line, or a PIAA normalised test file (read only for
+its worker column). Every id must occur in the ratings file (an error names the missing ones).
+
+Counts. The paper gives 35,263 train / 4,737 test images for the generic task. The source
+file of the 37 ids holds 5,139 ratings (112-180 per worker; one (worker, image) pair twice) of
+4,977 distinct images, so these workers give a generic test set of up to 4,977 images (those of
+them FLICKR-AES_image_score.txt lists), up to 240 more than the paper's 4,737; the exact test
+and train counts can be computed only from the original label files, which this project's
+shared data does not hold (a run's record gives them: `counts.train`, `counts.test`).
+Why the counts differ is not known: the paper's own split is unpublished and the 37 ids were
+re-derived by a third party (different workers, a filter on images, or a different image list
+would each explain it). Numbers on this split are comparable with the PIAA literature's
+personalized rows, which use these workers, not necessarily with the paper's generic split.
+
+Split `workers-random`: a seeded draw, our own choice, kept for experiments: the worker ids
+are sorted and `random.Random(split_seed).sample(workers, test_workers)` picks the test workers
+(defaults 37 and 0). Synthetic FLICKR-AES (`synth-flickr-aes`) has its own worker ids: its
+default `workers` split is such a seeded draw of the generator's suggested number of test
+workers (see `data/synthetic.py`); the shipped 37 ids apply to the real dataset only.
+
+The manifest records the choice (the shipped list, a file and its sha256, or the seed; the
+sorted test workers and the sha256 of that list), because numbers on two different worker
+splits are not comparable.
 
 Personalized protocol: `list_workers(data)` gives the test workers, and
 `personalized_episode(data, worker, k, seed)` the k images a model adapts on (with that
@@ -28,12 +51,14 @@ worker's own ratings as scores) and the worker's other images it is scored on.
 
 Third-party files that normalise the ratings (for example the space-separated
 `test_workers_dataset_normalized.csv` of a PIAA repository) are not the original format; given
-in place of an original file they are refused with a message saying what they are.
+in place of an original label file they are refused with a message saying what they are (as a
+`workers_file` they are read for their worker ids only).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
 from pathlib import Path
 from typing import Iterable
@@ -45,7 +70,11 @@ from .samples import DatasetSplits, Sample, Skipped
 
 NAME = "flickr-aes"
 SCALE = (1.0, 5.0)
-SPLITS = ("workers",)
+SPLITS = ("workers", "workers-random")
+#: The shipped list of the 37 PIAA test workers (ids, their sha256 and their source).
+PUBLISHED_WORKERS = Path(__file__).with_name("splits") / "flickr_aes_piaa_test_workers.json"
+#: The header of the PIAA repositories' normalised per-worker files (`worker " imagePair" " score"`).
+PIAA_TEST_HEADER = ("worker", "imagepair", "score")
 WORKER_FILE = "FLICKR-AES_image_labeled_by_each_worker.csv"
 SCORE_FILE = "FLICKR-AES_image_score.txt"
 HEADER = ("worker", "imagePair", "score")
@@ -54,9 +83,10 @@ ROOT_HINT = "the FLICKR-AES folder (--data-root) holds the two original label fi
 
 OPTIONS = {
     "require_images": "check that every image file exists (default true; false reads labels only)",
-    "test_workers": f"number of test workers drawn (default {DEFAULT_TEST_WORKERS})",
-    "split_seed": "seed of the test-worker draw (default 0)",
-    "workers_file": "a file with one test worker id per line, instead of a seeded draw",
+    "test_workers": f"split workers-random: number of test workers drawn (default {DEFAULT_TEST_WORKERS})",
+    "split_seed": "split workers-random: seed of the test-worker draw (default 0)",
+    "workers_file": "split workers: test workers from a file (one id per line, or a PIAA normalised test "
+                    "file) instead of the shipped 37",
     "errors": "a list collecting malformed rows instead of raising (used by `iaabench data verify`)",
 }
 
@@ -76,13 +106,33 @@ def load(root: Path | None = None, split: str = "workers", images: Path | None =
     workers = sorted({w for by_worker in ratings.values() for w in by_worker})
 
     files = [worker_csv, score_txt]
-    if options.get("workers_file"):
+    given = sorted(k for k in ("test_workers", "split_seed") if k in options) if split == "workers" else \
+        (["workers_file"] if "workers_file" in options else [])
+    if given:
+        other = "workers-random" if split == "workers" else "workers"
+        raise ConfigError(f"flickr-aes: option {given[0]} applies to split {other}, not {split}",
+                          "split workers = the 37 PIAA test workers (or workers_file); "
+                          "split workers-random = a seeded draw (test_workers, split_seed)")
+    if split == "workers" and options.get("workers_file"):
         wf = Path(options["workers_file"]).expanduser()
         if not wf.is_file():
             raise DatasetNotFoundError(f"FLICKR-AES workers_file not found: {wf}")
         test_workers = read_workers_file(wf, set(workers), problems)
         files.append(wf)
         choice = {"worker_choice": "file"}
+    elif split == "workers":
+        published = published_test_workers()
+        missing = sorted(set(published["workers"]) - set(workers))
+        if missing:
+            raise LabelFileError(worker_csv, None,
+                                 f"{len(missing)} of the {len(published['workers'])} PIAA test workers of split "
+                                 f"'workers' ({PUBLISHED_WORKERS.name}) never occur in this file: "
+                                 f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+                                 "is it the original FLICKR-AES release? split workers-random draws test workers "
+                                 "from whatever workers the file has")
+        test_workers = list(published["workers"])
+        choice = {"worker_choice": "published", "workers_source": published["source"],
+                  "workers_list": PUBLISHED_WORKERS.name}
     else:
         n = _int_option(options, "test_workers", DEFAULT_TEST_WORKERS)
         seed = _int_option(options, "split_seed", 0)
@@ -186,10 +236,49 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def published_test_workers() -> dict:
+    """The shipped split manifest of the 37 PIAA test workers (`workers`, `workers_sha256`,
+    `source`), checked against its own checksum."""
+    try:
+        data = json.loads(PUBLISHED_WORKERS.read_text(encoding="utf-8"))
+        ids = data["workers"]
+        want = data["workers_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{PUBLISHED_WORKERS}: unreadable split manifest ({e})",
+                          "reinstall iaabench: the file ships with the package") from None
+    if not (isinstance(ids, list) and ids == sorted(set(ids)) and all(isinstance(w, str) and w for w in ids)):
+        raise ConfigError(f"{PUBLISHED_WORKERS}: 'workers' must be a sorted list of distinct worker ids")
+    got = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    if got != want:
+        raise ConfigError(f"{PUBLISHED_WORKERS}: the worker ids do not match their sha256 ({got} != {want})",
+                          "the file was edited: restore it from the repository")
+    return data
+
+
+def _is_piaa_test_file(first: str) -> bool:
+    """True for the header of a PIAA repository's normalised per-worker file."""
+    fields = [f.strip().strip('"').strip().lower() for f in first.split('"') if f.strip()]
+    return tuple(f for part in fields for f in part.split()) == PIAA_TEST_HEADER
+
+
 def read_workers_file(path: Path, known: set[str], problems: L.Problems) -> list[str]:
-    """Sorted worker ids of a workers file (one per line); unknown ids are errors."""
+    """Sorted worker ids of a workers file: one id per line, or a PIAA repository's normalised
+    test file (`worker " imagePair" " score"`, rows `<index> <worker> <image> <score>`), read
+    for its worker column only. Ids that never occur in the ratings file are errors."""
+    rows = list(L.nonblank(L.read_lines(path)))
+    if rows and _is_piaa_test_file(rows[0][1]):
+        ids = []
+        for n, line in rows[1:]:
+            fields = line.split()
+            if len(fields) != 4:
+                problems.row(path, n, f"expected `<index> <worker> <image> <score>` (a PIAA normalised test file), "
+                                      f"found {line[:80]!r}")
+                continue
+            ids.append((n, fields[1]))
+    else:
+        ids = rows
     chosen = set()
-    for n, line in L.nonblank(L.read_lines(path)):
+    for n, line in ids:
         if line not in known:
             problems.row(path, n, f"worker {line!r} does not appear in {WORKER_FILE}")
             continue

@@ -970,9 +970,17 @@ def _make_loader(layout: str, splits: tuple[str, ...]):
         if differ:
             raise ConfigError(f"{root} holds another synthetic dataset than asked for: {', '.join(differ)}",
                               "leave out root= to use the cache, or generate that dataset into another folder")
-        if layout == "flickr-aes":
+        real_split = split
+        if layout == "flickr-aes" and split == "workers":
+            # The real `workers` split is the 37 PIAA test workers of FLICKR-AES, who do not exist
+            # here (the generator draws its own worker ids): the synthetic `workers` split is the
+            # real loader's seeded draw (`workers-random`) of the card's suggested number.
+            real_split = "workers-random"
             options.setdefault("test_workers", card["suggested_test_workers"])
-        ds = _real_loader(layout)(Path(root), split=split, images=images, strict=strict, **options)
+        ds = _real_loader(layout)(Path(root), split=real_split, images=images, strict=strict, **options)
+        if real_split != split:
+            ds = dataclasses.replace(ds, split=split, manifest={**ds.manifest, "name": split,
+                                                                "read_as": f"{layout} split {real_split}"})
         manifest = dict(ds.manifest)
         manifest["synthetic"] = {k: card[k] for k in ("generator_version", "layout", "n", "seed")}
         return dataclasses.replace(ds, dataset=name, manifest=manifest)
