@@ -195,23 +195,72 @@ def table(
     format: str = typer.Option("terminal", "--format", "-f", help="terminal, md, csv, latex or html."),
     output: Optional[Path] = typer.Option(None, "-o", help="Write the table here (default: stdout)."),
     plots: bool = typer.Option(False, help="Also draw the leaderboard and scatter plots into results/plots/."),
+    include_dirty: bool = typer.Option(False, "--include-dirty", help="Also show records made from uncommitted code "
+                                       "(left out of the leaderboard of record)."),
 ):
-    """The leaderboard: reproduced values with CIs beside the reported ones; writes results/leaderboard.md."""
+    """The leaderboard: cells per (model, dataset, split, recipe, head, mode), mean +- sd over seeds with
+    a 95% CI, beside the reported numbers; writes results/leaderboard.md.
+
+    Example: iaabench table --format csv > leaderboard.csv
+    """
     from . import table as tbl
 
-    text = tbl.render(format)
-    tbl.write_leaderboard()
-    if output:
-        output.write_text(text)
-    elif format == "terminal":
-        tbl.print_terminal(console)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    cells, info = tbl.cell_frame(include_dirty=include_dirty)
+    for problem in info["problems"]:
+        err.print(f"[yellow]{escape(problem)}[/yellow]")
+    if format == "terminal" and not output:
+        tbl.print_terminal(console, cells=cells)
     else:
-        sys.stdout.write(text)
+        text = tbl.render(format, cells=cells)
+        if output:
+            output.write_text(text)
+        else:
+            sys.stdout.write(text)
+    try:
+        err.print(f"wrote {tbl.write_leaderboard()}")
+    except OSError as e:
+        err.print(f"[yellow]could not write results/leaderboard.md ({escape(str(e))}); the table above is complete"
+                  "[/yellow]")
     if plots:
         from .plots import plot_all
 
-        for p in plot_all():
+        for p in plot_all(include_dirty=include_dirty):
             console.print(f"wrote {p}")
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="Model A: MODEL[:RECIPE[:HEAD[:MODE]]] (the parts only where needed)."),
+    b: str = typer.Argument(..., help="Model B, named the same way."),
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    split: Optional[str] = typer.Option(None, help="Split (default: the protocol's for the dataset)."),
+    metric: List[str] = typer.Option([], "--metric", help="Metric to compare (repeatable; default: srcc, plcc)."),
+    n_boot: Optional[int] = typer.Option(None, "--n-boot", min=100, help="Bootstrap resamples (default: the "
+                                         "protocol's n_boot)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap resamples."),
+    include_dirty: bool = typer.Option(False, "--include-dirty", help="Also use records made from uncommitted code."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+):
+    """Paired bootstrap over the test images both models were scored on (per seed, then pooled):
+    difference of SRCC and PLCC (A - B) with its 95% CI and a two-sided p-value.
+
+    Example: iaabench compare tanet nima --dataset tad66k
+    """
+    from .compare import compare as run_compare
+    from .compare import format_rows
+
+    sa, sb, rows = run_compare(a, b, dataset, split, metrics=tuple(metric) or ("srcc", "plcc"),
+                               include_dirty=include_dirty, n_boot=n_boot, seed=seed)
+    if as_json:
+        sys.stdout.write(json.dumps({"a": sa.label, "b": sb.label, "rows": rows}, indent=1) + "\n")
+        return
+    t = Table(title=f"{dataset}: A = {sa.label}, B = {sb.label}; paired bootstrap over the common test images")
+    for c in ("metric", "scope", "A", "B", "A - B", "95% CI", "p", "images", "note"):
+        t.add_column(c)
+    for row in format_rows(sa, sb, rows):
+        t.add_row(*[escape(x) for x in row])
+    console.print(t)
 
 
 @app.command()
