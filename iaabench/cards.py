@@ -19,12 +19,13 @@ from .errors import ConfigError, UnknownNameError
 from .paths import PROJECT_ROOT
 
 CARD_KEYS = {"schema", "family", "title", "paper", "code", "licence", "variants", "recipes", "recipe_for",
-             "reported", "deviations", "checkpoints"}
+             "reported", "deviations", "checkpoints", "piaa"}
 RECIPE_KEYS = {"base", "description", "optimizer", "lr", "schedule", "epochs", "batch_size", "eval_batch_size",
                "loss", "head", "transforms", "options", "val_fraction", "pretrained"}
 OPTIMIZERS = {"adam", "adamw", "sgd"}
 SCHEDULES = {"none", "step", "multistep"}
-REPORTED_KEYS = {"model", "dataset", "split", "metric", "value", "source", "note", "ci", "selection", "sd"}
+REPORTED_KEYS = {"model", "dataset", "split", "metric", "value", "source", "note", "ci", "selection", "sd",
+                 "k"}  # k: adaptation images per worker of a personalized (split piaa) number
 
 
 @dataclass(frozen=True)

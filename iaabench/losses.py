@@ -17,6 +17,9 @@ vote counts or probabilities (rows are normalized here), or None where a dataset
   tanet_emd2 >= emd2, equal only when every image has the same m_i. The gradients differ too:
   d/dm_i is 1 / (2B sqrt(mean_j m_j)), the same for every image, where emd2's 1 / (2B sqrt(m_i))
   is largest for the images already closest to their target.
+- `relic_emd`: the loss of the ReLIC release (and EAT's, which reuses it), the same function as
+  `tanet_emd2` (root of the mean square CDF difference over batch and bins together), under the
+  name of the code it follows. EAT feeds it raw, unnormalised outputs: the CDF is their cumsum.
 
 The square roots have gradient 0, not NaN, where the distributions already agree exactly
 (sqrt's derivative is infinite at 0), so identical distributions give loss 0 and a finite step.
@@ -31,7 +34,7 @@ from .errors import ConfigError, unknown_name
 from .models.base import Prediction
 
 #: Losses that compare 10-bin distributions: they need a "dist" head and vote histograms.
-DIST_LOSSES = frozenset({"emd1", "emd2", "tanet_emd", "tanet_emd2"})
+DIST_LOSSES = frozenset({"emd1", "emd2", "tanet_emd", "tanet_emd2", "relic_emd"})
 
 
 def _same_shape(name: str, got: torch.Tensor, want: torch.Tensor, what: str) -> None:
@@ -115,6 +118,7 @@ LOSSES: dict[str, LossFn] = {
     "emd1": emd1,
     "tanet_emd": tanet_emd,
     "tanet_emd2": tanet_emd2,
+    "relic_emd": tanet_emd2,  # ReLIC's (and EAT's) released loss: the same computation
 }
 
 
