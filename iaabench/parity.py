@@ -88,6 +88,15 @@ def make_inputs(batch: int, size: int = 224, phase: float = 0.0) -> torch.Tensor
     return (1.2 * x).to(torch.float32)
 
 
+def case_inputs(batch: int, size, phase: float = 0.0) -> torch.Tensor:
+    """A case's input: `make_inputs` for a square `size`; for `[H, W]`, the top-left H x W crop
+    of the square batch of side max(H, W) (as the modern cases were recorded)."""
+    if isinstance(size, (list, tuple)):
+        h, w = int(size[0]), int(size[1])
+        return make_inputs(batch, max(h, w), phase)[:, :, :h, :w]
+    return make_inputs(batch, size, phase)
+
+
 def calibrate_batchnorm(model: nn.Module, size: int = 224) -> None:
     """Set every BatchNorm's running statistics to those of one calibration batch.
 
@@ -97,6 +106,9 @@ def calibrate_batchnorm(model: nn.Module, size: int = 224) -> None:
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    if not norms:  # nothing to calibrate; the recording only switched such models to eval mode
+        model.eval()
+        return
     saved_p = [d.p for d in drops]
     saved_momentum = [m.momentum for m in norms]
     for m in norms:
@@ -142,18 +154,27 @@ def _build(entry: str, data: dict):
     model = model_info(name).builder(head=head, pretrained="none")
     own = model.state_dict()
     shapes = data.get("state_dict_shapes")
+    state = None
+    if shapes is not None and hasattr(model, "convert_state_dict"):
+        # Filled under the reference's names, then mapped onto ours by the model's documented
+        # converter (the one its released checkpoints go through); the entry's `not_filled`
+        # constants (e.g. Swin's relative_position_index) are the converter's to rebuild or drop.
+        skip = set(data.get("not_filled", []))
+        state = model.convert_state_dict(fill_state_dict({k: s for k, s in shapes.items() if k not in skip}))
+        shapes = {k: list(v.shape) for k, v in state.items()}
     diffs = _shape_differences(shapes, own) if shapes is not None else []
     if diffs:
         return None, diffs
     # Without recorded shapes (a trimmed cases file), the model's own layout is filled by name:
     # a renamed key still gets other values, so the outputs catch it.
-    state = fill_state_dict(shapes if shapes is not None else {k: list(v.shape) for k, v in own.items()})
-    # `not_filled`: constant buffers derived from the geometry (Swin/DAT relative_position_index,
-    # attn_mask) that the recording left at their constructed values; ours keep theirs too.
-    for key in data.get("not_filled", []):
-        if key not in own:
-            raise ConfigError(f"parity entry '{entry}': not_filled names {key}, which the model does not have")
-        state[key] = own[key]
+    if state is None:
+        state = fill_state_dict(shapes if shapes is not None else {k: list(v.shape) for k, v in own.items()})
+        # `not_filled`: constant buffers derived from the geometry (Swin/DAT relative_position_index,
+        # attn_mask) that the recording left at their constructed values; ours keep theirs too.
+        for key in data.get("not_filled", []):
+            if key not in own:
+                raise ConfigError(f"parity entry '{entry}': not_filled names {key}, which the model does not have")
+            state[key] = own[key]
     model.load_state_dict(state, strict=True)
     calibrate_batchnorm(model)
     return model, []
@@ -216,7 +237,7 @@ def run_parity(cases_path: str | Path, atol: float | None = None, only: list[str
 
 def _run_case(model: nn.Module, case: dict, atol: float) -> dict:
     row = {"batch": case["batch"], "size": case["size"], "phase": case["phase"]}
-    x = make_inputs(case["batch"], case["size"], case["phase"])
+    x = case_inputs(case["batch"], case["size"], case["phase"])
     try:
         with torch.no_grad():
             if hasattr(model, "forward_with_branches"):
