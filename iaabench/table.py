@@ -131,6 +131,7 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True):
     if cells.empty:
         return cells, info
     cells["n_seeds"] = cells["n_seeds"].fillna(0).astype(int)
+    cells["skipped_test"] = cells["skipped_test"].astype("Int64")
     for c in ("note", "reported_source", "selection", "overlap", "seeds", "run_ids", "mark", "variant",
               "trained_on", "comparable", "reproduced"):
         cells[c] = cells[c].astype(object).where(cells[c].notna(), "")
@@ -238,7 +239,7 @@ def _notes(group) -> str:
         parts.append(f"weights trained on {c['trained_on']}")
     if c["overlap"]:
         parts.append(f"test overlaps the weights' training ids: {c['overlap']}")
-    if c["skipped_test"] and _num(c["skipped_test"]):
+    if c["mode"] != "not run" and int(c["skipped_test"]):
         parts.append(f"{int(c['skipped_test'])} test images skipped")
     if c["mode"] != "not run" and not bool(c["verified"]):
         parts.append("unverified: predictions file missing")
@@ -268,11 +269,13 @@ def matrix(cells, dataset: str, emph: bool = True) -> tuple[list[str], list[list
 
 
 def _csv(cells) -> str:
+    import pandas as pd
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIRST + CSV_MORE)
     for _, c in cells.iterrows():
-        w.writerow(["" if (v is None or (isinstance(v, float) and math.isnan(v))) else v
+        w.writerow(["" if v is None or (not isinstance(v, str) and pd.isna(v)) else v
                     for v in (c[k] for k in CSV_FIRST + CSV_MORE)])
     return buf.getvalue()
 
