@@ -19,7 +19,7 @@ from .errors import ConfigError, UnknownNameError
 from .paths import PROJECT_ROOT
 
 CARD_KEYS = {"schema", "family", "title", "paper", "code", "licence", "variants", "recipes", "recipe_for",
-             "reported", "deviations", "checkpoints", "piaa"}
+             "reported", "deviations", "checkpoints", "piaa", "search_space"}
 RECIPE_KEYS = {"base", "description", "optimizer", "lr", "schedule", "epochs", "batch_size", "eval_batch_size",
                "loss", "head", "transforms", "options", "val_fraction", "pretrained"}
 OPTIMIZERS = {"adam", "adamw", "sgd"}
@@ -173,6 +173,13 @@ def load_card(family: str) -> Card:
     check_keys(data["recipes"], f"{path}: recipes")
     for name, r in data["recipes"].items():
         check_keys(r, f"{path}: recipes.{name}", set(), RECIPE_KEYS)
+    overlay = path.with_name(f"{family}.tuned.yaml")  # recipes written by `iaabench tune`, beside the card
+    if overlay.is_file():
+        data = _with_overlay(data, overlay)
+    if "search_space" in data:
+        from .tune import check_search_space
+
+        check_search_space(data["search_space"], data["recipes"], str(path))
     for target in data.get("recipe_for", {}).values():
         if target not in data["recipes"]:
             raise ConfigError(f"{path}: recipe_for names recipe '{target}', which the card does not define")
@@ -187,5 +194,20 @@ def load_card(family: str) -> Card:
     return card
 
 
+def _with_overlay(data: dict, overlay: Path) -> dict:
+    """The card's data plus the recipes of its overlay (`baselines/<family>.tuned.yaml`,
+    written by `iaabench tune`); a recipe name the card already uses is an error."""
+    extra = read_yaml(overlay)
+    check_keys(extra, str(overlay), {"schema", "family", "recipes"}, {"tuned"})
+    if extra["family"] != data["family"]:
+        raise ConfigError(f"{overlay}: family: '{extra['family']}' is not the card's '{data['family']}'")
+    check_keys(extra["recipes"], f"{overlay}: recipes")
+    for name, r in extra["recipes"].items():
+        if name in data["recipes"]:
+            raise ConfigError(f"{overlay}: recipes.{name}: the card already defines a recipe of that name")
+        check_keys(r, f"{overlay}: recipes.{name}", set(), RECIPE_KEYS)
+    return {**data, "recipes": {**data["recipes"], **extra["recipes"]}, "tuned": dict(extra.get("tuned") or {})}
+
+
 def all_cards() -> list[Card]:
-    return [load_card(p.stem) for p in sorted(cards_dir().glob("*.yaml"))]
+    return [load_card(p.stem) for p in sorted(cards_dir().glob("*.yaml")) if not p.name.endswith(".tuned.yaml")]
