@@ -86,7 +86,7 @@ def paired_bootstrap(a: list, b: list, metric: str, *, scale_max: float, thresho
     common = set(a[0].image_id)
     for p in a[1:] + b:
         common &= set(p.image_id)
-    ids = sorted(common)
+    ids = [i for i in a[0].image_id if i in common]  # A's first run's (evaluation) order
     n = len(ids)
     if n < 3:
         raise IAAError(f"paired bootstrap: only {n} test images are common to both sides")
