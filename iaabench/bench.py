@@ -216,8 +216,8 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     from . import api
     from .cards import load_card
     from .data.cache import can_cache, open_cache
-    from .data.fast import fast_batches
-    from .data.pipeline import reference_batches
+    from .data.batches import CachedSource, ReferenceSource
+    from .data.pipeline import Batch
     from .registry import model_info
     from .device import autocast, flatten_crops, place_model, targets
     from .losses import get_loss
@@ -292,16 +292,15 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
                 "mean_abs_diff_vs_pil": round(float(diff.mean()), 3), "max_abs_diff_vs_pil": int(diff.max())}
 
     def fast(samples, spec, bsize, train):
-        return _epochs(lambda e: fast_batches(samples, spec, bsize, train=train, seed=seed, epoch=e, device=device,
-                                              drop_last=train, cache_root=cache_root, cache_key=key,
-                                              workers=workers, min_last=2 if model.batch_dependent else 1))
+        return _epochs(CachedSource(samples, spec, bsize, train=train, seed=seed, device=device, cache_root=cache_root,
+                                    cache_key=key, workers=workers,
+                                    min_last=2 if model.batch_dependent else 1).epoch)
 
     def reference_stream(samples, spec, bsize):
-        return _epochs(lambda e: reference_batches(samples, spec, bsize, train=True, seed=seed, epoch=e,
-                                                   workers=workers, drop_last=True))
+        return _epochs(ReferenceSource(samples, spec, bsize, train=True, seed=seed, workers=workers).epoch)
 
     def one_step(batch) -> int:  # the trainer's step, on the batch's targets
-        score, dist = targets(train_s, batch.index, scale_max, device)
+        score, dist = targets(batch, scale_max, device)
         train_step(model, loss_fn, opt, batch.x, score, dist, device)
         return len(batch.index)
 
@@ -317,7 +316,8 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         h, w = tr_spec.out_size or (model.input_size or 224,) * 2
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(bs, crops, 3, h, w, generator=g).to(device)
-        score, dist = targets(train_s, torch.arange(bs) % len(train_s), scale_max, device)
+        labels = ReferenceSource(train_s, tr_spec, bs, train=True).label(Batch(x, torch.arange(bs) % len(train_s)))
+        score, dist = targets(labels, scale_max, device)
 
         def synthetic_step(_) -> int:
             train_step(model, loss_fn, opt, x, score, dist, device)

@@ -45,11 +45,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def targets(samples, index: torch.Tensor, scale_max: float, device: str):
-    """(unit-scale scores (B,), normalized vote histograms (B, 10) or None) for a batch."""
-    chosen = [samples[i] for i in index.tolist()]
-    score = torch.tensor([s.score / scale_max for s in chosen], dtype=torch.float32, device=device)
-    if all(s.votes is not None for s in chosen):
-        v = torch.tensor([s.votes for s in chosen], dtype=torch.float32, device=device)
-        return score, v / v.sum(1, keepdim=True)
-    return score, None
+def targets(batch, scale_max: float, device: str):
+    """A batch's training targets on `device`: (unit-scale scores (B,) float32, normalized vote
+    histograms (B, 10) or None)."""
+    score = (batch.score / scale_max).float().to(device, non_blocking=True)
+    dist = batch.dist.to(device, non_blocking=True) if batch.dist is not None else None
+    return score, dist

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data.pipeline import TransformSpec, reference_batches
+from .data.batches import BatchSource, as_source, true_distributions
+from .data.pipeline import TransformSpec
 from .data.samples import Sample
 from .errors import ImageError
 from .metrics import compute_metrics, per_group
@@ -21,21 +22,29 @@ from .device import autocast, flatten_crops
 
 
 @torch.no_grad()
-def predict(model, samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, scale_max: float,
-            device: str = "cpu",
-            seed: int = 0, batches=reference_batches, workers: int = 0, strict: bool = False,
-            progress=None) -> tuple[Predictions, list[tuple[int, str]]]:
-    """Predictions for `samples` (native scale) and the images that could not be used."""
+def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | None = None,
+            batch_size: int | None = None, *, scale_max: float, device: str = "cpu", seed: int = 0, workers: int = 0,
+            strict: bool = False, progress=None, notes: dict[str, str] | None = None
+            ) -> tuple[Predictions, list[tuple[int, str]]]:
+    """Predictions (native scale) for the samples of `data` and the images that could not be
+    used (positions in its sample list, reasons).
+
+    `data` is a batch source, or a sample list read through the reference source with `spec`
+    and `batch_size` (a last batch of one joins the one before for batch-dependent models).
+    `notes` collects each image's decoding note (image path -> note)."""
     model.to(device).eval()
-    kept, scores, dists, failed = [], [], [], []
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
+    source = as_source(data, spec, batch_size, train=False, seed=seed, workers=workers, min_last=min_last)
+    samples = source.samples
+    kept, scores, dists, failed = [], [], [], []
     task = progress.add_task("evaluate", total=len(samples)) if progress else None
-    for batch in batches(samples, spec, batch_size, train=False, seed=seed, epoch=0, workers=workers,
-                         min_last=min_last, device=device):
+    for batch in source.epoch(0):
         for i, reason in batch.failed:
             if strict:
                 raise ImageError(samples[i].path, reason + " (--strict stops at the first unusable image)")
             failed.append((i, reason))
+        if notes is not None:
+            notes.update((str(samples[i].path), note) for i, note in batch.notes)
         if len(batch.index):
             b, crops = batch.x.shape[:2]
             with autocast(device):
@@ -47,16 +56,12 @@ def predict(model, samples: Sequence[Sample], spec: TransformSpec, batch_size: i
         if progress:
             progress.update(task, advance=len(batch.index) + len(batch.failed))
     chosen = [samples[i] for i in kept]
-    true_dist = None
-    if chosen and all(s.votes is not None for s in chosen):
-        v = np.array([s.votes for s in chosen], dtype=np.float64)
-        true_dist = v / v.sum(1, keepdims=True)
     preds = Predictions(
         image_id=[s.image_id for s in chosen],
         true=np.array([s.score for s in chosen], dtype=np.float64),
         pred=(torch.cat(scores).double().numpy() * scale_max) if scores else np.zeros(0),
         theme=[s.theme for s in chosen],
-        true_dist=true_dist,
+        true_dist=true_distributions(chosen),
         pred_dist=torch.cat(dists).double().numpy() if dists else None,
     )
     return preds, failed

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data.batches import BatchSource
 from .data.images import load_rgb
 from .data.pipeline import TransformSpec, normalize, resize_pil, upscale_to
 from .data.samples import Sample
@@ -322,20 +323,17 @@ def _run(extractor, samples, spec, todo, feats, status, failed, notes, folder, d
         print(f"features {folder.name}: {count} images extracted, {len(failed)} failed in total", file=sys.stderr)
 
 
-class FeatureBatches:
-    """Batches of cached features with the contract of `pipeline.reference_batches`, so the
-    trainer and the evaluator run a `feature_cache` model's head exactly as they run any model.
-
-    `x` is (B, 1, feature_dim) float32; images whose extraction failed are reported once per
-    epoch in the first batch's `failed` and never batched.
-    """
+class FeatureStore:
+    """The cached features of every sample of a run, by image id; `source(...)` makes the batch
+    source the trainer and the evaluator read, so they run a `feature_cache` model's head
+    exactly as they run any model."""
 
     def __init__(self):
         self._rows: dict[str, tuple[np.ndarray, int, str | None]] = {}
 
     @classmethod
     def extract(cls, model, parts: dict[str, Sequence[Sample]], spec: TransformSpec, *, device, workers: int = 0,
-                label: str = "features") -> "FeatureBatches":
+                label: str = "features") -> "FeatureStore":
         """Extract (or reuse from the cache) the features of every part's samples."""
         fb = cls()
         for name, samples in parts.items():
@@ -348,16 +346,28 @@ class FeatureBatches:
                 fb._rows[s.image_id] = (feats, i, reasons.get(i))
         return fb
 
-    def __call__(self, samples, spec, batch_size, *, train, seed, epoch=0, drop_last=False, min_last=1,
-                 start_batch=0, **_):
+    def source(self, samples: Sequence[Sample], batch_size: int, **kw) -> "FeatureSource":
+        return FeatureSource(self, samples, batch_size, **kw)
+
+
+class FeatureSource(BatchSource):
+    """Batches of cached features: `x` is (B, 1, feature_dim) float32. Images whose extraction
+    failed are reported once per epoch (by rank 0) in the first batch's `failed` and never
+    batched; the others are shuffled and sharded as every source does."""
+
+    def __init__(self, store: FeatureStore, samples: Sequence[Sample], batch_size: int, **kw):
+        super().__init__(samples, batch_size, **kw)
+        self.rows = [store._rows[s.image_id] for s in self.samples]
+
+    def _batches(self, epoch: int):
         from .data.pipeline import Batch, epoch_order, split_chunks
 
-        rows = [self._rows[s.image_id] for s in samples]
-        bad = [(i, r[2]) for i, r in enumerate(rows) if r[2] is not None]
+        rows = self.rows
+        bad = [(i, r[2]) for i, r in enumerate(rows) if r[2] is not None] if self.rank == 0 else []
         good = [i for i, r in enumerate(rows) if r[2] is None]
-        order = [good[k] for k in epoch_order(len(good), train, seed, epoch)]
+        order = [good[k] for k in epoch_order(len(good), self.train, self.seed, epoch)][self.rank::self.world_size]
         first = True
-        for chunk in split_chunks(order, batch_size, drop_last, min_last)[start_batch:]:
+        for chunk in split_chunks(order, self.batch_size, self.drop_last, self.min_last):
             x = np.stack([rows[i][0][rows[i][1]] for i in chunk]).astype(np.float32)
             yield Batch(torch.from_numpy(x).unsqueeze(1), torch.tensor(chunk), bad if first else [])
             first = False

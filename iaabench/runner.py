@@ -15,7 +15,7 @@ import torch
 
 from . import api
 from .cards import Recipe, load_card
-from .data.pipeline import collecting_notes
+from .data.batches import make_source
 from .data.samples import DatasetSplits, carve_validation, sha256_file
 from .errors import IAAError
 from .evaluate import predict, score_predictions
@@ -84,23 +84,30 @@ def run_dir_for(cfg: RunConfig, recipe: Recipe, data: DatasetSplits) -> tuple[Pa
     return base / rid, False
 
 
-def batches_fn(cfg: RunConfig, data: DatasetSplits):
-    if not cfg.fast:
-        from .data.pipeline import reference_batches
+def sources(cfg: RunConfig, data: DatasetSplits, model, recipe: Recipe, parts: dict, rank: int = 0,
+            world_size: int = 1) -> dict:
+    """One batch source per part (train, val, test): cached features for a frozen-trunk model
+    (MLSP), else the cached pixels (`--fast`) or the reference path."""
+    min_last = 2 if getattr(model, "batch_dependent", False) else 1
+    kw = dict(seed=cfg.seed, rank=rank, world_size=world_size)
+    if getattr(model, "feature_cache", False):  # frozen trunk: features once, then the head
+        from .features import FeatureStore
 
-        return reference_batches
-    from .data.cache import can_cache, open_cache
-    from .data.fast import fast_batches
-
+        model.to(cfg.device)
+        store = FeatureStore.extract(model, parts, recipe.test_transforms, device=cfg.device, workers=cfg.workers,
+                                     label=f"{cfg.dataset}-{data.split}")
+        return {name: store.source(samples, recipe.batch_size if name == "train" else recipe.eval_batch_size,
+                                   train=name == "train", min_last=1 if name == "train" else min_last, **kw)
+                for name, samples in parts.items()}
     key = {"dataset": data.dataset, "split": data.split, "labels": data.label_files}
-    opened = {}  # one opened cache per (sample list, transform): not re-hashed every epoch
-
-    def fast(samples, spec, batch_size, **kw):
-        if can_cache(spec) and (id(samples), spec) not in opened:
-            opened[id(samples), spec] = (samples, open_cache(samples, spec, cache_key=key, workers=kw.get("workers", 0)))
-        cache = opened[id(samples), spec][1] if can_cache(spec) else None
-        return fast_batches(samples, spec, batch_size, cache_key=key, cache=cache, **kw)
-    return fast
+    out = {}
+    for name, samples in parts.items():
+        train = name == "train"
+        out[name] = make_source(samples, recipe.train_transforms if train else recipe.test_transforms,
+                                recipe.batch_size if train else recipe.eval_batch_size, train=train,
+                                fast=cfg.fast, cache_key=key, device=cfg.device, workers=cfg.workers,
+                                strict=cfg.strict, min_last=1 if train else min_last, **kw)
+    return out
 
 
 def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
@@ -132,31 +139,23 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     model = api.create_model(cfg.model, head=head, pretrained=pretrained, weights=cfg.weights, **recipe.options)
     if cfg.compile:
         model.forward = torch.compile(model.forward)
-    batches = batches_fn(cfg, data)
-    if getattr(model, "feature_cache", False):  # frozen trunk: features once, then the head (MLSP)
-        from .features import FeatureBatches
-
-        model.to(cfg.device)
-        batches = FeatureBatches.extract(model, {"train": train_s if cfg.train else [], "val": val_s, "test": test},
-                                         recipe.test_transforms, device=cfg.device, workers=cfg.workers,
-                                         label=f"{cfg.dataset}-{data.split}")
+    training = cfg.train and recipe.epochs > 0
+    src = sources(cfg, data, model, recipe, {"train": train_s if training else [], "val": val_s if training else [],
+                                             "test": test})
     outcome = None
     resumed = False
     t_train = 0.0
-    if cfg.train and recipe.epochs > 0:
+    if training:
         run_dir, resumed = run_dir_for(cfg, recipe, data)
         if resumed:
             log(f"resuming from {run_dir}")
-        outcome = train(model, train_s, val_s, recipe, scale_max=scale_max, device=cfg.device, seed=cfg.seed,
-                        run_dir=run_dir, resume=resumed, strict=cfg.strict, batches=batches, workers=cfg.workers,
-                        progress=progress)
+        outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=cfg.device, seed=cfg.seed,
+                        run_dir=run_dir, resume=resumed, strict=cfg.strict, progress=progress)
         t_train = outcome.train_seconds
     t0 = time.perf_counter()
     test_notes: dict[str, str] = {}
-    preds, failed = predict(model, test, recipe.test_transforms, recipe.eval_batch_size, scale_max=scale_max,
-                            device=cfg.device, seed=cfg.seed, batches=collecting_notes(batches, test_notes),
-                            workers=cfg.workers,
-                            strict=cfg.strict, progress=progress)
+    preds, failed = predict(model, src["test"], scale_max=scale_max, device=cfg.device, strict=cfg.strict,
+                            progress=progress, notes=test_notes)
     t_eval = time.perf_counter() - t0
     if len(preds.image_id) < 3:
         raise IAAError(f"only {len(preds.image_id)} test images could be evaluated; see the skipped images")

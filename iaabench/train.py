@@ -11,14 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from . import faults
 from .cards import Recipe
-from .data.pipeline import Batch, collecting_notes, reference_batches
+from .data.batches import BatchSource, as_source
+from .data.pipeline import Batch
 from .data.samples import Sample
 from .device import autocast, flatten_crops, place_model, repeat_per_crop, targets
 from .errors import ConfigError, ImageError, IAAError
@@ -27,9 +28,6 @@ from .io import atomic_write
 from .losses import get_loss
 from .metrics import srcc
 from .models.base import IAAModel
-
-BatchesFn = Callable[..., Iterator[Batch]]
-
 
 def build_optimizer(model: IAAModel, recipe: Recipe) -> torch.optim.Optimizer:
     groups = model.param_groups()
@@ -107,10 +105,18 @@ def load_model_state(model: IAAModel, state: dict) -> None:
         raise IAAError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequence[Sample], recipe: Recipe, *,
-          scale_max: float, device: str, seed: int, run_dir: Path, resume: bool = False, strict: bool = False,
-          batches: BatchesFn = reference_batches, workers: int = 0, progress=None) -> TrainOutcome:
-    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data: BatchSource | Sequence[Sample],
+          recipe: Recipe, *, scale_max: float, device: str, seed: int, run_dir: Path, resume: bool = False,
+          strict: bool = False, workers: int = 0, progress=None) -> TrainOutcome:
+    """Train `model` in place; on return it holds the weights of the best validation epoch.
+
+    `train_data` and `val_data` are batch sources (`iaabench.data.batches`), or sample lists
+    read through the reference source with the recipe's transforms and batch sizes."""
+    min_last = 2 if getattr(model, "batch_dependent", False) else 1
+    train_src = as_source(train_data, recipe.train_transforms, recipe.batch_size, train=True, seed=seed,
+                          workers=workers)
+    val_src = as_source(val_data, recipe.test_transforms, recipe.eval_batch_size, train=False, seed=seed,
+                        workers=workers, min_last=min_last)
     run_dir.mkdir(parents=True, exist_ok=True)
     loss_fn = get_loss(recipe.loss)
     place_model(model, device)
@@ -132,21 +138,19 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
         out.train_seconds, out.images_seen = ck.get("train_seconds", 0.0), ck.get("images_seen", 0)
         out.resumed_from = ck["epoch"]
 
-    noted = collecting_notes(batches, out.notes)
-    task = progress.add_task("train", total=max(recipe.epochs - start, 0) * max(len(train_samples) // recipe.batch_size, 1)) \
+    task = progress.add_task("train", total=max(recipe.epochs - start, 0) * max(len(train_src), 1)) \
         if progress else None
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(epoch_seed(seed, epoch))
         model.train()
         losses = []
-        for batch in noted(train_samples, recipe.train_transforms, recipe.batch_size, train=True, seed=seed,
-                             epoch=epoch, workers=workers, drop_last=True, device=device):
-            _record_failures(batch, train_samples, out.failed, strict)
+        for batch in train_src.epoch(epoch):
+            _record_failures(batch, train_src.samples, out.failed, out.notes, strict)
             if len(batch.index) < 2:
                 continue
             crops = batch.x.shape[1]
-            score_t, dist_t = targets(train_samples, batch.index, scale_max, device)
+            score_t, dist_t = targets(batch, scale_max, device)
             loss = train_step(model, loss_fn, opt, batch.x, score_t, dist_t, device)
             losses.append(loss)  # no .item() per step: on a GPU it would wait for every step
             faults.point("mid-epoch", epoch + 1, len(losses))
@@ -161,10 +165,9 @@ def train(model: IAAModel, train_samples: Sequence[Sample], val_samples: Sequenc
             sched.step()
         out.train_seconds += time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "train_loss": mean_loss}
-        if val_samples:
-            vp, vfailed = predict(model, val_samples, recipe.test_transforms, recipe.eval_batch_size,
-                                  scale_max=scale_max, device=device, seed=seed, batches=noted, workers=workers, strict=strict)
-            out.failed.update({str(val_samples[i].path): r for i, r in vfailed})
+        if val_src.samples:
+            vp, vfailed = predict(model, val_src, scale_max=scale_max, device=device, strict=strict, notes=out.notes)
+            out.failed.update({str(val_src.samples[i].path): r for i, r in vfailed})
             entry["val_srcc"] = float(srcc(vp.true, vp.pred))
             entry["val_mse_unit"] = float(np.mean((vp.true - vp.pred) ** 2) / scale_max ** 2)
             score = entry["val_srcc"] if np.isfinite(entry["val_srcc"]) else -entry["val_mse_unit"]
@@ -210,7 +213,10 @@ def _float(pred):
     return Prediction(pred.score.float(), pred.dist.float() if pred.dist is not None else None)
 
 
-def _record_failures(batch: Batch, samples: Sequence[Sample], failed: dict[str, str], strict: bool) -> None:
+def _record_failures(batch: Batch, samples: Sequence[Sample], failed: dict[str, str], notes: dict[str, str],
+                     strict: bool) -> None:
+    for i, note in batch.notes:  # images used after a conversion: the record counts them
+        notes[str(samples[i].path)] = note
     for i, reason in batch.failed:
         path = str(samples[i].path)
         if strict:

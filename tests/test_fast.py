@@ -141,11 +141,19 @@ def test_a_batch_of_failures_only_is_empty_like_the_reference(samples, tmp_path)
     assert f[0].numel() == 0 and len(f[1]) == 0 and f[2] == r[2]
 
 
-def test_start_batch_resumes_mid_epoch(samples, tmp_path):
-    spec, train = SPECS["train-crop-flip"]
-    kw = dict(train=train, seed=2, epoch=3, cache_key=KEY, cache_root=tmp_path)
-    full = collect(fast_batches(samples, spec, 4, **kw))
-    assert_same(collect(fast_batches(samples, spec, 4, start_batch=2, **kw)), full[2:])
+@pytest.mark.parametrize("train", [True, False])
+def test_two_shards_cover_every_image_exactly_once_on_both_paths(samples, tmp_path, train):
+    spec = SPECS["train-crop-flip"][0]
+    kw = dict(train=train, seed=2, epoch=3)
+    for world in (1, 2, 3):
+        seen = []
+        for rank in range(world):
+            fast = collect(fast_batches(samples, spec, 4, cache_key=KEY, cache_root=tmp_path, rank=rank,
+                                        world_size=world, **kw))
+            ref = collect(reference_batches(samples, spec, 4, rank=rank, world_size=world, **kw))
+            assert_same(fast, ref)
+            seen += [i for b in fast for i in b[1].tolist()] + [i for b in fast for i, _ in b[2]]
+        assert sorted(seen) == list(range(len(samples)))
 
 
 def test_the_cache_is_built_once_across_epochs(samples, tmp_path, capsys):

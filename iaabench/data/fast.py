@@ -45,17 +45,18 @@ import torch
 
 from ..errors import ImageError
 from .cache import ImageCache, can_cache, open_cache
-from .pipeline import (NORMALIZE, Batch, TransformSpec, crop_params, epoch_order, item_generator,
-                       reference_batches, split_chunks)
+from .pipeline import (NORMALIZE, Batch, TransformSpec, crop_params, epoch_chunks, item_generator,
+                       reference_batches)
 from .samples import Sample
 
 _warned_uncached = False
 
 
 def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool, seed: int,
-                 epoch: int = 0, device: str = "cpu", drop_last: bool = False, start_batch: int = 0,
+                 epoch: int = 0, device: str = "cpu", drop_last: bool = False,
                  min_last: int = 1, cache_root=None, cache_key: dict, workers: int = 0, strict: bool = False,
-                 cache: ImageCache | None = None, decoder: str = "pil") -> Iterator[Batch]:
+                 cache: ImageCache | None = None, decoder: str = "pil", rank: int = 0,
+                 world_size: int = 1) -> Iterator[Batch]:
     """Batches of one epoch from the pixel cache (built on first use). See the module docstring.
 
     `cache_key` identifies the data (dataset, split, label checksums); `cache` may pass a cache
@@ -67,7 +68,7 @@ def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int
     device = str(device)
     if not can_cache(spec):
         yield from _uncached(samples, spec, batch_size, train=train, seed=seed, epoch=epoch, workers=workers,
-                             drop_last=drop_last, start_batch=start_batch, min_last=min_last, strict=strict)
+                             drop_last=drop_last, min_last=min_last, strict=strict, rank=rank, world_size=world_size)
         return
     if not samples:
         return
@@ -78,8 +79,9 @@ def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int
         i = min(cache.failed)
         raise ImageError(samples[i].path, cache.failed[i] + " (--strict stops at the first unusable image)")
     on_device = device.startswith("cuda")
-    chunks = split_chunks(epoch_order(len(samples), train, seed, epoch), batch_size, drop_last, min_last)
-    source = CachedBatches(cache, chunks[start_batch:], spec, train, seed, epoch, on_device)
+    chunks = epoch_chunks(len(samples), batch_size, train=train, seed=seed, epoch=epoch, drop_last=drop_last,
+                          min_last=min_last, rank=rank, world_size=world_size)
+    source = CachedBatches(cache, chunks, spec, train, seed, epoch, on_device)
     if on_device:
         for item in _prefetched(source, threads=max(workers, 1), depth=max(workers, 1) + 2):
             yield to_device(item, spec, train, device)

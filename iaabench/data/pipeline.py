@@ -12,7 +12,7 @@ the run record counts (`collecting_notes`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -137,10 +137,20 @@ def apply_crops_flip(x: torch.Tensor, spec: TransformSpec, train: bool, rngs: li
 
 @dataclass
 class Batch:
+    """One batch, keyed by `image_id`. The labels (`score` on the dataset's native scale,
+    float64; `dist` the normalized vote histogram where every image has one; `theme`;
+    `ratings`, the worker ratings where the dataset has them) are filled in by the batch
+    source (`iaabench.data.batches`)."""
+
     x: torch.Tensor  # (B, crops, C, H, W) normalized float
     index: torch.Tensor  # (B,) positions in the sample list
     failed: list[tuple[int, str]] = field(default_factory=list)
     notes: list[tuple[int, str]] = field(default_factory=list)  # decoded images with a conversion
+    image_id: list[str] = field(default_factory=list)
+    score: torch.Tensor | None = None
+    dist: torch.Tensor | None = None
+    theme: list[str | None] = field(default_factory=list)
+    ratings: list[dict] | None = None
 
 
 def _collate(items) -> Batch:
@@ -152,21 +162,21 @@ def _collate(items) -> Batch:
     return Batch(torch.stack([x for x, _ in ok]), torch.tensor([i for _, i in ok]), failed, notes)
 
 
-def collecting_notes(batches: Callable[..., Iterator[Batch]], notes: dict[str, str]) -> Callable[..., Iterator[Batch]]:
-    """`batches` that also stores each image's decoding note in `notes` (image path -> note),
-    so that the run record says which images were converted rather than used as they were."""
-    def noting(samples: Sequence[Sample], *args, **kw) -> Iterator[Batch]:
-        for batch in batches(samples, *args, **kw):
-            for i, note in batch.notes:
-                notes[str(samples[i].path)] = note
-            yield batch
-    return noting
-
-
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
     if not shuffle:
         return list(range(n))
     return np.random.default_rng([seed, epoch, 7919]).permutation(n).tolist()
+
+
+def epoch_chunks(n: int, batch_size: int, *, train: bool, seed: int, epoch: int, drop_last: bool = False,
+                 min_last: int = 1, rank: int = 0, world_size: int = 1) -> list[list[int]]:
+    """The batches (positions in the sample list) of one epoch on `rank` of `world_size`: the
+    seeded order of the whole list (shuffled when training), dealt round-robin to the ranks,
+    then cut into batches. With one rank it is the whole order."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    order = epoch_order(n, train, seed, epoch)[rank::world_size]
+    return split_chunks(order, batch_size, drop_last, min_last)
 
 
 def split_chunks(order: list[int], batch_size: int, drop_last: bool, min_last: int = 1) -> list[list[int]]:
@@ -181,15 +191,15 @@ def split_chunks(order: list[int], batch_size: int, drop_last: bool, min_last: i
 
 def reference_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool,
                       seed: int, epoch: int = 0, workers: int = 0, drop_last: bool = False,
-                      start_batch: int = 0, min_last: int = 1, device: str = "cpu") -> Iterator[Batch]:
+                      min_last: int = 1, device: str = "cpu", rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
     """Batches of one epoch, in the seeded order (shuffled when training).
 
     A last batch smaller than `min_last` joins the one before it (batch-dependent models such
     as TANet cannot predict a batch of one). Tensors stay on the CPU here; `device` is accepted
     for the same signature as the fast path, which augments on the device."""
     ds = ImageDataset(samples, spec, train, seed, epoch)
-    order = epoch_order(len(samples), train, seed, epoch)
-    chunks = split_chunks(order, batch_size, drop_last, min_last)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=chunks[start_batch:], num_workers=workers,
+    chunks = epoch_chunks(len(samples), batch_size, train=train, seed=seed, epoch=epoch, drop_last=drop_last,
+                          min_last=min_last, rank=rank, world_size=world_size)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=chunks, num_workers=workers,
                                          collate_fn=_collate, persistent_workers=False)
     yield from loader
