@@ -18,7 +18,8 @@ no-reference mode, as the shared `reference/modern.md` describes them:
   Linear, GELU, Linear 512 -> 10), softmax: a 10-bin distribution; the score is its mean.
 
 The forward takes images in [0, 1] and, as released, preprocesses inside: in eval mode it resizes
-(Swin: to exactly 384 x 384; ResNet-50: shorter side to 384, torchvision bilinear with antialias),
+(Swin: to exactly 384 x 384; ResNet-50: shorter side to 384 - option `test_size` - torchvision
+bilinear with antialias),
 then in both modes normalises with ImageNet mean/std. The input spec therefore declares mean 0 and
 std 1 (the data path must not normalise). Training: EMD between distributions (the paper's loss
 for AVA), see the card.
@@ -27,7 +28,8 @@ Released checkpoints (`cfanet_iaa_ava_swin-393b41b4.pth`, `cfanet_iaa_ava_res50-
 hold the weights under `params`; the ResNet-50 keys are ours exactly. The Swin keys are those of
 an older Swin copy (patch merging at the end of stages 1-3, constant index/mask buffers saved,
 `head.weight`); `convert_released_state_dict` maps them onto timm's SwinTransformer.
-`load_released(model, path)` does both steps.
+`load_released(model, path)` does both steps; the builders' option `checkpoint=PATH` (or
+`checkpoint=released`, resolved offline-first) uses it.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import register_model
-from ..weights import extract_state_dict, load_into, safe_load
+from ..weights import WeightSpec, extract_state_dict, load_into, resolve, safe_load
 from .base import IAAModel, InputSpec
 from .timm_iqa import load_timm_weights
 
@@ -54,6 +56,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = {
     "swin": ("swin_base_patch4_window12_384", "swin_base_patch4_window12_384.ms_in22k_ft_in1k", (256, 512, 1024, 1024)),
     "resnet50": ("resnet50", "resnet50.a1_in1k", (64, 256, 512, 1024, 2048)),
+}
+_HUB = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
+#: The released AVA checkpoints (IQA-PyTorch's weights, PolyForm Noncommercial like its code).
+RELEASED = {
+    "swin": WeightSpec("cfanet_iaa_ava_swin-393b41b4.pth", "TOPIQ-IAA AVA checkpoint, Swin-B (IQA-PyTorch release)",
+                       _HUB + "cfanet_iaa_ava_swin-393b41b4.pth", "PolyForm Noncommercial 1.0.0 (IQA-PyTorch)"),
+    "resnet50": WeightSpec("cfanet_iaa_ava_res50-3cd62bb3.pth", "TOPIQ-IAA AVA checkpoint, ResNet-50 (IQA-PyTorch "
+                           "release)", _HUB + "cfanet_iaa_ava_res50-3cd62bb3.pth", "PolyForm Noncommercial 1.0.0 (IQA-PyTorch)"),
 }
 
 
@@ -152,15 +162,21 @@ class TOPIQ(IAAModel):
 
     head = "dist"
 
-    def __init__(self, backbone: str = "swin", pretrained: str | None = "default"):
+    def __init__(self, backbone: str = "swin", pretrained: str | None = "default", test_size: int = TEST_SIZE):
         super().__init__()
         if backbone not in BACKBONES:
             raise ConfigError(f"TOPIQ backbone {backbone!r}: expected one of {', '.join(BACKBONES)}")
+        if backbone == "swin" and test_size != TEST_SIZE:
+            raise ConfigError(f"TOPIQ-IAA (Swin, window 12) runs at {TEST_SIZE} x {TEST_SIZE} only: test_size={test_size}",
+                              "test_size is an option of topiq-iaa-res50")
+        if not isinstance(test_size, int) or test_size < 32:
+            raise ConfigError(f"TOPIQ test_size: expected an integer >= 32, got {test_size!r}")
+        self.test_size = test_size
         import timm
 
         arch, tag, dims = BACKBONES[backbone]
         self.backbone_name = backbone
-        self.input = InputSpec(size=TEST_SIZE, resize="squash" if backbone == "swin" else "shorter",
+        self.input = InputSpec(size=test_size, resize="squash" if backbone == "swin" else "shorter",
                                interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         self.h_emb = nn.Parameter(torch.randn(1, INTER_DIM // 2, 32, 1))
         self.w_emb = nn.Parameter(torch.randn(1, INTER_DIM // 2, 1, 32))
@@ -193,7 +209,7 @@ class TOPIQ(IAAModel):
             from torchvision.transforms import InterpolationMode
             from torchvision.transforms.functional import resize
 
-            size = [TEST_SIZE, TEST_SIZE] if self.backbone_name == "swin" else TEST_SIZE
+            size = [TEST_SIZE, TEST_SIZE] if self.backbone_name == "swin" else self.test_size
             x = resize(x, size, InterpolationMode.BILINEAR, antialias=True)
         elif self.backbone_name == "swin" and tuple(x.shape[-2:]) != (TEST_SIZE, TEST_SIZE):
             raise ConfigError(f"TOPIQ-IAA (Swin, window 12) trains on {TEST_SIZE} x {TEST_SIZE} images, "
@@ -275,8 +291,11 @@ def convert_released_state_dict(state: dict[str, torch.Tensor], backbone: str) -
     return out
 
 
-def load_released(model: TOPIQ, path: str | Path) -> TOPIQ:
-    """Load a released checkpoint (weights under `params`, the released key layout) into `model`."""
+def load_released(model: TOPIQ, path: str | Path = "released") -> TOPIQ:
+    """Load a released checkpoint (weights under `params`, the released key layout) into `model`.
+    `path` "released": the model's released AVA file, found offline-first (weights folder, torch
+    hub's checkpoints, a download only with IAABENCH_DOWNLOAD=1)."""
+    path = resolve(RELEASED[model.backbone_name], None if str(path) == "released" else path)
     obj = safe_load(path)
     if isinstance(obj, dict) and isinstance(obj.get("params"), dict):
         obj = obj["params"]
@@ -284,10 +303,11 @@ def load_released(model: TOPIQ, path: str | Path) -> TOPIQ:
     return model
 
 
-def _create(backbone: str, head: str, pretrained: str | None, checkpoint: str | None) -> TOPIQ:
+def _create(backbone: str, head: str, pretrained: str | None, checkpoint: str | None,
+            test_size: int = TEST_SIZE) -> TOPIQ:
     if head != "dist":
         raise ConfigError(f"TOPIQ-IAA predicts a 10-bin distribution: head {head!r} is not available", "use --head dist")
-    model = TOPIQ(backbone, "none" if checkpoint else pretrained)
+    model = TOPIQ(backbone, "none" if checkpoint else pretrained, test_size)
     return load_released(model, checkpoint) if checkpoint else model
 
 
@@ -302,5 +322,5 @@ def topiq_iaa(head="dist", pretrained="default", checkpoint=None):
 @register_model("topiq-iaa-res50", family="topiq", paper=PAPER, heads=("dist",),
                 description="TOPIQ-IAA as released on ResNet-50 (five levels, shorter side 384 at test)",
                 parity={"topiq_iaa_res50": "dist"})
-def topiq_iaa_res50(head="dist", pretrained="default", checkpoint=None):
-    return _create("resnet50", head, pretrained, checkpoint)
+def topiq_iaa_res50(head="dist", pretrained="default", checkpoint=None, test_size=TEST_SIZE):
+    return _create("resnet50", head, pretrained, checkpoint, test_size)
