@@ -107,6 +107,10 @@ def run(
     with _progress() as progress:
         record, path = execute(cfg, progress=progress, log=console.print)
     _print_metrics(record, path)
+    from .curves import run_curves
+
+    if (where := run_curves(record, path)):
+        console.print(where)
 
 
 @app.command("eval")
@@ -264,8 +268,29 @@ def compare(
 
 
 @app.command()
-def plot(out: Optional[Path] = typer.Option(None, help="Folder for the PNGs (default: results/plots).")):
-    """Draw the leaderboard with CIs and each run's predicted-vs-true scatter (matplotlib)."""
+def plot(
+    out: Optional[Path] = typer.Option(None, help="Folder for the PNGs (default: results/plots); with --curves "
+                                       "also a .png file name."),
+    curves: bool = typer.Option(False, "--curves", help="Draw the training curves of the runs named (run ids or "
+                                "record paths): train loss and validation metrics per epoch, runs overlaid."),
+    runs: Optional[List[str]] = typer.Argument(None, metavar="RUN", help="With --curves: run ids or record paths."),
+    tensorboard: Optional[Path] = typer.Option(None, "--tensorboard", help="With --curves: also write the runs' "
+                                               "per-epoch scalars to TensorBoard in this folder."),
+):
+    """Draw the leaderboard with CIs and each run's predicted-vs-true scatter (matplotlib);
+    with --curves, the training curves of the runs named.
+
+    Example: iaabench plot --curves results/synth-tad66k/nima/RUN.json OTHER-RUN-ID
+    """
+    if curves or runs:
+        from .curves import plot_curves, write_tensorboard
+
+        if not curves:
+            raise ConfigError(f"plot {' '.join(runs)}: run ids are read with --curves", "iaabench plot --curves RUN...")
+        console.print(f"wrote {plot_curves(runs or [], out)}")
+        for d in write_tensorboard(runs or [], tensorboard) if tensorboard else []:
+            console.print(f"wrote TensorBoard logs to {d}")
+        return
     from .plots import plot_all
 
     for p in plot_all(out):
@@ -277,11 +302,20 @@ def check(
     rerun: bool = typer.Option(True, help="Re-run the pinned quick runs (slow part)."),
     only: List[str] = typer.Option([], help="Re-run only the pinned runs of these models."),
     device: str = typer.Option("cpu"),
+    isa: str = typer.Option("standard", help="Instruction set the math libraries are held to for the pinned re-runs: "
+                            "standard (benchmark.yaml's pinned_environment), other (one this CPU runs other than "
+                            "that: CI's second pass), native (not held), avx2, avx512 or avx."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Re-derive the pinned tolerances: re-run each pinned "
+                                   "run over seeds, instruction sets and thread counts, write the tolerances into "
+                                   "benchmark.yaml and the references into results/pinned/ (slow)."),
 ):
     """Regression check: recompute every record, re-run the pinned runs, compare with reported."""
-    from .check import run_check
+    from .check import calibrate_pinned, run_check
 
-    ok = run_check(console, rerun=rerun, only=only or None, device=_device(device))
+    if calibrate:
+        ok = calibrate_pinned(console, only=only or None, device=_device(device))
+    else:
+        ok = run_check(console, rerun=rerun, only=only or None, device=_device(device), isa=isa)
     raise typer.Exit(0 if ok else 1)
 
 
@@ -368,6 +402,132 @@ def verify(
     else:
         console.print(format_report(report), soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(0 if report.get("usable") else 1)
+
+
+@app.command()
+def predict(
+    paths: List[str] = typer.Argument(..., metavar="PATH", help="Image files, folders (searched recursively) "
+                                      "and glob patterns."),
+    weights: str = typer.Option(..., "--weights", "-w", help="A checkpoint, an exported .safetensors, a result "
+                                "record or a run id."),
+    out: Path = typer.Option(..., "--out", "-o", help="The CSV to write: path, score, dist_1..dist_10 (where the "
+                             "model predicts a distribution), scale, status."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model (read from an exported file "
+                                        "or a record when not given)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="The dataset the weights were trained on "
+                                          "(its scale and test transforms), where the weights do not say it."),
+    head: Optional[str] = typer.Option(None, help="score or dist, where the weights do not say it."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per batch (default: the recipe's evaluation "
+                                             "batch size)."),
+    workers: int = typer.Option(0, min=0, help="Decoding worker processes."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained contact sheet: "
+                                            "thumbnails sorted by score."),
+):
+    """Score your own images with a trained model; every file gets a row (ok or skipped: reason).
+
+    Example: iaabench predict --model nima --weights runs/.../best.pt photos/ --out scores.csv --html sheet.html
+    """
+    from .predict import predict_files
+
+    progress, done = _predict_progress()
+    with progress:
+        summary = predict_files(weights, paths, out, model=model, dataset=dataset, head=head, device=_device(device),
+                                batch_size=batch_size, workers=workers, html_out=html_out, progress=done)
+    lo, hi = summary["scale"]
+    console.print(f"{summary['model']} ({summary['head']} head, trained on {summary['dataset']}, scale {lo:g}-{hi:g})"
+                  f" on {summary['device']}: {summary['scored']} of {summary['rows']} images scored in "
+                  f"{summary['seconds']:.1f} s")
+    for path, status in summary["skipped"]:
+        console.print(f"[yellow]{escape(path)}: {escape(status)}[/yellow]")
+    console.print(f"wrote {out}" + (f" and {html_out}" if html_out else ""))
+
+
+def _predict_progress():
+    """A rich bar on a terminal; otherwise a plain line every 10 s and at the end."""
+    import contextlib
+    import time
+
+    if console.is_terminal:
+        bar = _progress()
+        task = [None]
+
+        def update(done: int, total: int) -> None:
+            if task[0] is None:
+                task[0] = bar.add_task("predict", total=total)
+            bar.update(task[0], completed=done)
+        return bar, update
+    last = [0.0]
+
+    def line(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 10:
+            last[0] = now
+            print(f"predict: {done}/{total} images", flush=True)
+    return contextlib.nullcontext(), line
+
+
+@app.command("export")
+def export_(
+    weights: str = typer.Option(..., "--weights", "-w", help="A checkpoint, a result record or a run id."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model (read from a record when not given)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="The dataset the weights were trained on, "
+                                          "where the weights do not say it."),
+    head: Optional[str] = typer.Option(None, help="score or dist, where the weights do not say it."),
+):
+    """Write a trained model as safetensors with its metadata (model, head, input, scale, data,
+    metrics, code version); predict, eval, run --weights and iaabench.load_scorer load it.
+
+    Example: iaabench export --model nima --weights runs/.../best.pt --out nima.safetensors
+    """
+    from .export import export
+
+    path, meta = export(weights, out, model=model, dataset=dataset, head=head)
+    console.print(f"wrote {path}: {meta['model']} ({meta['head']} head), trained on {meta['dataset']} "
+                  f"(scale {meta['scale'][0]:g}-{meta['scale'][1]:g})")
+
+
+@app.command()
+def piaa(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name (`iaabench models`)."),
+    dataset: str = typer.Option("flickr-aes", "--dataset", "-d", help="flickr-aes or synth-flickr-aes."),
+    shots: str = typer.Option("10,100", help="Adaptation images per worker, comma-separated (k)."),
+    repeats: int = typer.Option(10, min=1, help="Episodes per worker and k, each with its own seeded draw."),
+    adapt: Optional[str] = typer.Option(None, help="ridge, finetune-head or finetune-all (default: the card's)."),
+    adapt_steps: Optional[int] = typer.Option(None, min=1, help="Override the card's adaptation steps."),
+    adapt_lr: Optional[float] = typer.Option(None, min=0.0, help="Override the card's adaptation learning rate."),
+    weights: Optional[Path] = typer.Option(None, help="Generic model checkpoint to adapt (default: train one)."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe of the generic model (default: the card's)."),
+    epochs: Optional[int] = typer.Option(None, min=0, help="Override the generic recipe's epochs."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Override the generic recipe's batch size."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    pretrained: Optional[str] = typer.Option(None),
+    data_root: Optional[Path] = DataRoot,
+    images: Optional[Path] = typer.Option(None),
+    strict: bool = typer.Option(False),
+    workers: int = typer.Option(0, min=0),
+    option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE."),
+):
+    """Personalized IAA (FLICKR-AES k-shot protocol): train the generic model, adapt it to each
+    test worker from k of their ratings, report SRCC per k over repeats; writes one record.
+
+    Example: iaabench piaa --model nima --dataset synth-flickr-aes --shots 10,100 --repeats 10
+    """
+    from .piaa import PiaaConfig, parse_shots, print_summary, run_piaa
+
+    cfg = PiaaConfig(model=model, dataset=dataset, shots=parse_shots(shots), repeats=repeats, adapt=adapt,
+                     adapt_steps=adapt_steps, adapt_lr=adapt_lr, weights=weights, recipe=recipe, epochs=epochs,
+                     batch_size=batch_size, seed=seed, device=_device(device), pretrained=pretrained,
+                     data_root=data_root, images=images, strict=strict, workers=workers,
+                     dataset_options=_parse_options(option))
+    if console.is_terminal:
+        with _progress() as progress:
+            record, path = run_piaa(cfg, progress=progress, log=console.print)
+    else:
+        record, path = run_piaa(cfg, log=console.print)
+    print_summary(console, record, path)
 
 
 def main() -> None:

@@ -77,6 +77,9 @@ def safe_load(path: str | Path) -> dict:
             from safetensors.torch import load_file
         except ImportError:
             raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+        from .export import check_format
+
+        check_format(path)  # an `iaabench export` file of a newer format is refused, naming the file
         try:
             return load_file(str(path))
         except Exception as e:
