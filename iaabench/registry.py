@@ -72,9 +72,23 @@ def _load_all() -> None:
     from . import data, models  # noqa: F401
 
 
+_PREFIXES: dict[str, Callable[[str], ModelInfo]] = {}
+
+
+def register_model_prefix(prefix: str, factory: Callable[[str], ModelInfo]) -> None:
+    """Names starting with `prefix` (e.g. "timm:") resolve through `factory(name) -> ModelInfo`
+    (which raises its own UnknownNameError for a name it does not know)."""
+    if prefix in _PREFIXES:
+        raise ValueError(f"model prefix '{prefix}' is registered twice")
+    _PREFIXES[prefix] = factory
+
+
 def model_info(name: str) -> ModelInfo:
     _load_all()
     if name not in _MODELS:
+        for prefix, factory in _PREFIXES.items():
+            if name.startswith(prefix):
+                return factory(name)
         raise _suggest(name, list(_MODELS), "model")
     return _MODELS[name]
 
