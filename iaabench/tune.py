@@ -269,3 +269,214 @@ def open_study(name: str, storage, identity: dict, *, sampler_seed: int = 0, pru
         study.set_user_attr("iaabench", identity)
         study.set_user_attr("objective", "validation SRCC (best epoch); the test split is never read")
     return study
+
+
+# ----------------------------------------------------------------------------------------------
+# The overlay: the best trial as a named recipe beside the card
+
+
+def overlay_path(card) -> Path:
+    return card.path.with_name(f"{card.family}{OVERLAY_SUFFIX}")
+
+
+def write_overlay(card, base_recipe, name: str, overrides: dict, provenance: dict) -> Path:
+    """Write (or replace) recipe `name` in the card's overlay: `base_recipe` with the tuned
+    learning rates, batch size and epochs, and the study's provenance under `tuned:`."""
+    import yaml
+
+    from .cards import load_card
+    from .config import read_yaml
+    from .io import FileLock, atomic_write
+
+    if name in card.data["recipes"] and name not in (card.data.get("tuned") or {}):
+        raise ConfigError(f"--recipe-name {name}: {card.path} already has a recipe of that name",
+                          "choose another name for the tuned recipe")
+    path = overlay_path(card)
+    with FileLock(path.with_name(f".{path.name}.lock"), timeout=60, what=f"{path} is being written"):
+        old = path.read_text(encoding="utf-8") if path.is_file() else None
+        data = read_yaml(path) if old is not None else {"schema": 1, "family": card.family, "recipes": {}, "tuned": {}}
+        stats = provenance
+        recipe = {"base": base_recipe.name,
+                  "description": (f"Found by iaabench tune: the best of {stats['trials']} trials "
+                                  f"({stats['complete']} complete, {stats['pruned']} pruned) of study "
+                                  f"'{stats['study']}' on {stats['dataset']} (validation SRCC "
+                                  f"{stats['validation_srcc']:.4f}, trial {stats['best_trial']}); recipe "
+                                  f"{base_recipe.name} otherwise."),
+                  "lr": {g: float(v) for g, v in {**base_recipe.lr, **overrides.get("lr", {})}.items()},
+                  "batch_size": int(overrides.get("batch_size", base_recipe.batch_size)),
+                  "epochs": int(overrides.get("epochs", base_recipe.epochs))}
+        data.setdefault("recipes", {})[name] = recipe
+        data.setdefault("tuned", {})[name] = provenance
+        text = ("# Recipes found by `iaabench tune` (iaabench/tune.py) for the card beside this file.\n"
+                "# Rewritten by it; never edited by hand. Provenance of each recipe under `tuned:`.\n"
+                + yaml.safe_dump(data, sort_keys=False, width=110))
+        atomic_write(path, text)
+        load_card.cache_clear()
+        try:
+            load_card(card.family).recipe(name)
+        except IAAError:
+            if old is None:
+                path.unlink()
+            else:
+                atomic_write(path, old)
+            load_card.cache_clear()
+            raise
+    return path
+
+
+def tuned_recipe_name(study: str) -> str:
+    return "tuned-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", study)
+
+
+# ----------------------------------------------------------------------------------------------
+# The study
+
+
+@dataclass
+class TuneRequest:
+    model: str
+    dataset: str
+    trials: int
+    storage: str | None = None
+    study: str | None = None
+    recipe: str | None = None
+    lr_groups: list[str] = field(default_factory=list)
+    lr_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    batch_sizes: list[int] = field(default_factory=list)
+    epochs: int | None = None  # every trial trains this many epochs
+    epoch_range: tuple[int, int] | None = None  # or searches them in this range
+    choices: bool = False
+    pruner: str = "median"
+    seed: int = 0
+    device: str = "cpu"
+    fast: bool = False
+    workers: int = 0
+    options: dict = field(default_factory=dict)  # dataset loader options
+    split: str | None = None
+    data_root: Path | None = None
+    recipe_name: str | None = None
+    timeout: float | None = None  # seconds for this call's trials
+
+
+def _trial_summary(t) -> dict:
+    return {"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
+            "intermediate": {int(k): v for k, v in t.intermediate_values.items()},
+            "pruned_reason": t.user_attrs.get("pruned_reason"),
+            "seconds": round(t.duration.total_seconds(), 2) if t.duration else None}
+
+
+def study_stats(study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    return {"trials": len(trials), "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
+            "failed": states.count("FAIL")}
+
+
+def parse_pair(text: str, flag: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.replace(":", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"{flag} {text}: expected LOW,HIGH (integers)") from None
+    if not 0 < lo <= hi:
+        raise ConfigError(f"{flag} {text}: expected 0 < LOW <= HIGH")
+    return lo, hi
+
+
+def parse_lr_ranges(values: list[str]) -> dict[str, tuple[float, float]]:
+    out = {}
+    for v in values or []:
+        g, sep, rng = v.partition("=")
+        try:
+            lo, hi = (float(x) for x in rng.split(":"))
+            if not sep or not g or not 0 < lo <= hi:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"--lr-range {v}: expected GROUP=LOW:HIGH with 0 < LOW <= HIGH, e.g. head=1e-5:1e-3") \
+                from None
+        out[g] = (lo, hi)
+    return out
+
+
+def _storage_url(req_storage: str | None, study: str) -> str:
+    return req_storage or default_storage(study)
+
+
+def show_study(study: str | None, model: str | None, dataset: str | None, storage: str | None, *, console,
+               plots: bool = False) -> dict:
+    """Print a study's trials (state, validation SRCC, parameters, why pruned) and its best
+    parameters; with `plots`, draw its history into results/tune/<study>.png."""
+    from rich.table import Table
+
+    optuna = _optuna()
+    if study is None:
+        if not (model and dataset):
+            raise ConfigError("iaabench tune --show needs --study, or --model and --dataset")
+        study = default_study_name(model, dataset)
+    url = _storage_url(storage, study)
+    st = open_storage(url)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(st, include_best_trial=False)]
+    if study not in names:
+        raise IAAError(f"no study '{study}' in {_redact(url)}", f"studies there: {', '.join(names) or 'none'}")
+    s = optuna.load_study(study_name=study, storage=st)
+    ident = s.user_attrs.get("iaabench", {})
+    t = Table(title=f"study {study}: {ident.get('model')} on {ident.get('dataset')} (recipe {ident.get('recipe')}), "
+                    f"validation SRCC")
+    for c in ("trial", "state", "val SRCC", "epochs reported", "parameters", "note"):
+        t.add_column(c)
+    rows = [_trial_summary(tr) for tr in s.get_trials(deepcopy=False)]
+    for r in rows:
+        t.add_row(str(r["number"]), r["state"], "-" if r["value"] is None else f"{r['value']:.4f}",
+                  str(len(r["intermediate"])), ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                         for k, v in r["params"].items()),
+                  r["pruned_reason"] or "")
+    console.print(t)
+    out = {"study": study, "storage": _redact(url), "trials": rows, **study_stats(s), "best": None}
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    if complete:
+        best = s.best_trial
+        out["best"] = {"number": best.number, "value": best.value, "params": dict(best.params),
+                       "recipe": s.user_attrs.get("tuned_recipe")}
+        console.print(f"best: trial {best.number}, validation SRCC {best.value:.4f}: " +
+                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+                      + (f" (recipe {out['best']['recipe']})" if out["best"]["recipe"] else ""))
+    else:
+        console.print("no complete trial yet")
+    if plots:
+        console.print(f"wrote {plot_study(s, rows)}")
+    return out
+
+
+def plot_study(study, rows: list[dict]) -> Path:
+    """Two panels: each trial's validation SRCC (best so far as a line), and the per-epoch
+    values each trial reported (pruned trials dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .paths import results_dir
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    done = [r for r in rows if r["value"] is not None]
+    if done:
+        xs = [r["number"] for r in done]
+        ys = [r["value"] for r in done]
+        a.scatter(xs, ys, s=14, label="complete trial")
+        best, line = -math.inf, []
+        for y in ys:
+            best = max(best, y)
+            line.append(best)
+        a.step(xs, line, where="post", color="C1", label="best so far")
+        a.legend()
+    a.set(xlabel="trial", ylabel="validation SRCC", title=f"study {study.study_name}")
+    for r in rows:
+        if r["intermediate"]:
+            steps = sorted(r["intermediate"])
+            b.plot(steps, [r["intermediate"][k] for k in steps], "--" if r["state"] == "PRUNED" else "-", lw=1)
+    b.set(xlabel="epoch", ylabel="validation SRCC", title="per epoch (dashed: pruned)")
+    fig.tight_layout()
+    path = results_dir() / "tune" / f"{study.study_name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,123 @@
+"""`iaabench tune`: search spaces from the cards, the study's storage and identity, the overlay
+recipe, and a real study on a small synthetic TAD66K (2 trials, continued to 4 by a second
+call) whose objective never reads the test split."""
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import yaml
+
+from iaabench import cards, tune
+from iaabench.errors import ConfigError, IAAError
+
+optuna = pytest.importorskip("optuna", reason="iaabench tune needs optuna (pip install optuna)")
+
+
+@pytest.fixture
+def card_dir(tmp_path, monkeypatch):
+    """The committed cards copied to a temporary folder: overlays are written there, never
+    into baselines/."""
+    dest = tmp_path / "baselines"
+    shutil.copytree(cards.cards_dir(), dest, ignore=shutil.ignore_patterns("*.tuned.yaml", ".*"))
+    monkeypatch.setattr(cards, "cards_dir", lambda: dest)
+    cards.load_card.cache_clear()
+    yield dest
+    cards.load_card.cache_clear()
+
+
+def test_tanet_space_is_the_released_one():
+    card = cards.load_card("tanet")
+    s = dict(tune.search_space(card, card.recipe("tad66k-authors")).table())
+    # code/TAD66K/search_space.json: one value -> fixed; two values -> the log range between them
+    assert s["lr.theme_backbone"] == "1e-06 (fixed)" and s["lr.rgb_head"] == "1e-07 (fixed)"
+    assert s["lr.aesthetic"] == "1e-07 .. 1e-06 (log)" and s["lr.weight_generator"] == "3e-07 .. 1e-06 (log)"
+    assert s["batch_size"] == "40 (fixed)"
+    # a recipe without its own space inherits its base's
+    assert tune.search_space(card, card.recipe("tad66k-frozen-bn")).table() == \
+        tune.search_space(card, card.recipe("tad66k-authors")).table()
+    ava = dict(tune.search_space(card, card.recipe("ava"), choices=True).table())
+    assert ava["lr.fusion_head"] == "{1e-07, 1e-05}" and ava["batch_size"] == "{40, 48, 56, 64, 72}"
+
+
+def test_default_space_and_bad_groups():
+    card = cards.load_card("nima")
+    r = card.recipe("quick")
+    s = tune.search_space(card, r)
+    assert "default" in s.source
+    assert {d.name: (d.low, d.high) for d in s.dims} == {f"lr.{g}": (v / 10, v * 10) for g, v in r.lr.items()}
+    only = tune.search_space(card, r, lr_groups=["head"])
+    assert [d.name for d in only.dims] == ["lr.head"]
+    with pytest.raises(ConfigError, match="no parameter group 'trunk'"):
+        tune.search_space(card, r, lr_groups=["trunk"])
+
+
+def test_card_search_space_errors_name_the_key():
+    recipes = {"a": {}}
+    with pytest.raises(ConfigError, match=r"search_space.a.lr.head: expected"):
+        tune.check_search_space({"a": {"lr": {"head": {"low": 1e-3}}}}, recipes, "x.yaml")
+    with pytest.raises(ConfigError, match="no recipe 'b'"):
+        tune.check_search_space({"b": {"lr": {}}}, recipes, "x.yaml")
+    with pytest.raises(ConfigError, match=r"search_space.a.batch_size: expected positive integers"):
+        tune.check_search_space({"a": {"batch_size": {"choice": [1.5]}}}, recipes, "x.yaml")
+    with pytest.raises(ConfigError, match="low 0.1 is above high"):
+        tune.check_search_space({"a": {"lr": {"g": {"low": 0.1, "high": 0.01}}}}, recipes, "x.yaml")
+
+
+def test_storage_that_cannot_be_opened(tmp_path):
+    with pytest.raises(IAAError, match="does not exist"):
+        tune.open_storage(f"sqlite:///{tmp_path}/missing/folder/s.db")
+    with pytest.raises(IAAError, match="cannot open the study database"):
+        tune.open_storage("nosuchdialect://user:secret@host/db")
+    try:
+        tune.open_storage("nosuchdialect://user:secret@host/db")
+    except IAAError as e:
+        assert "secret" not in str(e)
+
+
+def test_study_for_another_model_is_refused(tmp_path):
+    st = tune.open_storage(f"sqlite:///{tmp_path}/s.db")
+    a = tune._identity("nima", "synth-tad66k", "quick", None, {"n": 50})
+    tune.open_study("s", st, a)
+    tune.open_study("s", st, a)  # the same identity continues
+    with pytest.raises(IAAError, match="was created for model 'nima'"):
+        tune.open_study("s", st, tune._identity("tanet", "synth-tad66k", "quick", None, {"n": 50}))
+    optuna.create_study(study_name="foreign", storage=st)
+    with pytest.raises(IAAError, match="not created by iaabench"):
+        tune.open_study("foreign", st, a)
+
+
+def test_overlay_recipe_is_read_beside_the_card(card_dir):
+    card = cards.load_card("nima")
+    base = card.recipe("quick")
+    prov = {"study": "s", "trials": 4, "complete": 3, "pruned": 1, "dataset": "synth-tad66k",
+            "validation_srcc": 0.5, "best_trial": 2}
+    path = tune.write_overlay(card, base, "tuned-s", {"lr": {"head": 1e-2}, "epochs": 1}, prov)
+    assert path == card_dir / "nima.tuned.yaml"
+    assert "tuned-s" not in yaml.safe_load((card_dir / "nima.yaml").read_text())["recipes"]  # the card is untouched
+    r = cards.load_card("nima").recipe("tuned-s")
+    assert r.lr == {**base.lr, "head": 1e-2} and r.epochs == 1 and r.batch_size == base.batch_size
+    assert r.train_transforms == base.train_transforms and r.loss == base.loss
+    # rewriting the same name replaces it; a name the card itself uses is refused
+    tune.write_overlay(cards.load_card("nima"), base, "tuned-s", {"lr": {"head": 2e-2}}, prov)
+    assert cards.load_card("nima").recipe("tuned-s").lr["head"] == 2e-2
+    with pytest.raises(ConfigError, match="already has a recipe"):
+        tune.write_overlay(cards.load_card("nima"), base, "quick", {"lr": {}}, prov)
+    assert [c.family for c in cards.all_cards()].count("nima") == 1  # the overlay is not a card
+
+
+def test_overlay_clash_is_an_error_at_load(card_dir):
+    (card_dir / "nima.tuned.yaml").write_text(yaml.safe_dump(
+        {"schema": 1, "family": "nima", "recipes": {"quick": {"base": "quick"}}}))
+    cards.load_card.cache_clear()
+    with pytest.raises(ConfigError, match=r"nima.tuned.yaml: recipes.quick: the card already defines"):
+        cards.load_card("nima")
+
+
+def test_parse_helpers():
+    assert tune.parse_lr_ranges(["head=1e-5:1e-3"]) == {"head": (1e-5, 1e-3)}
+    with pytest.raises(ConfigError, match="GROUP=LOW:HIGH"):
+        tune.parse_lr_ranges(["head=1e-3"])
+    assert tune.parse_pair("1,3", "--epoch-range") == (1, 3)
+    assert math.isclose(tune.Dim("lr.x", 1e-3, 1e-3).low, 1e-3)
