@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -107,8 +107,10 @@ def load_model_state(model: IAAModel, state: dict) -> None:
 
 def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data: BatchSource | Sequence[Sample],
           recipe: Recipe, *, scale_max: float, device: str, seed: int, run_dir: Path, resume: bool = False,
-          strict: bool = False, workers: int = 0, progress=None) -> TrainOutcome:
+          strict: bool = False, workers: int = 0, progress=None,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainOutcome:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
+    `on_epoch(entry)` is called with each finished epoch's history entry (TensorBoard logging).
 
     `train_data` and `val_data` are batch sources (`iaabench.data.batches`), or sample lists
     read through the reference source with the recipe's transforms and batch sizes."""
@@ -184,6 +186,8 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
             "notes": out.notes,
             "recipe": recipe.to_dict(), "seed": seed, "train_seconds": out.train_seconds,
             "images_seen": out.images_seen})
+        if on_epoch is not None:
+            on_epoch(entry)
     if (run_dir / "best.pt").is_file():
         load_model_state(model, load_checkpoint(run_dir / "best.pt")["model"])
     return out
