@@ -137,6 +137,8 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     pretrained = cfg.pretrained or recipe.pretrained
     torch.manual_seed(cfg.seed)
     model = api.create_model(cfg.model, head=head, pretrained=pretrained, weights=cfg.weights, **recipe.options)
+    # closed-form baselines (`constant`) are fitted on the training samples instead of trained
+    fitted = model.fit(train_s, scale_max) if cfg.train and getattr(model, "fits_from_samples", False) else None
     if cfg.compile:
         model.forward = torch.compile(model.forward)
     training = cfg.train and recipe.epochs > 0
@@ -180,7 +182,8 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
         "skipped": skipped,
         "notes": notes,
         "training": {"history": outcome.history, "best_epoch": outcome.best_epoch,
-                     "resumed_from_epoch": outcome.resumed_from} if outcome else None,
+                     "resumed_from_epoch": outcome.resumed_from} if outcome else
+                    ({"fit": fitted} if fitted else None),
         "provenance": {
             **git_state(), **environment(cfg.device), "seed": cfg.seed,
             "evaluation": {"batch_size": recipe.eval_batch_size, "order": "dataset order (label files)",
