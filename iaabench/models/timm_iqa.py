@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, UnknownNameError, WeightsError, unknown_name
-from ..registry import ModelInfo, register_model
+from ..registry import ModelInfo, register_model, register_model_prefix
 from ..weights import WeightSpec, extract_state_dict, resolve, safe_load
 from .base import IAAModel, InputSpec
 
@@ -192,3 +192,6 @@ def _carded(key: str, arch: str):
 
 for _key, _arch in CARDED.items():
     _carded(_key, _arch)
+
+
+register_model_prefix(PREFIX, timm_model_info)
