@@ -1,8 +1,9 @@
 """`iaabench check`: the regression gate CI runs.
 
 1. Every committed record's metrics are recomputed from the predictions stored beside it.
-2. The quick synthetic runs pinned in benchmark.yaml are re-run (into a scratch folder) and
-   must land within their tolerance of the committed record.
+2. The quick synthetic runs pinned in benchmark.yaml are re-run (into a scratch folder, each in a
+   subprocess with the math libraries held to one instruction set: iaabench/pinned.py) and must
+   land within their derived tolerance of their reference in results/pinned/ (never a user's run).
 3. Reproduced vs reported, per leaderboard cell: reproduced / not reproduced / other split /
    not run (a report, not a failure: a paper's number is not a regression test).
 Exit status non-zero on any failure of (1) or (2).
@@ -15,9 +16,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .errors import IAAError
+from .errors import ConfigError, IAAError
 from .evaluate import score_predictions
 from .protocol import load_protocol
+from .paths import results_dir
 from .results import Predictions, read_records
 
 
@@ -25,7 +27,8 @@ def recompute_all(tolerance: float) -> list[tuple[str, str, bool]]:
     """(record, message, ok) per record."""
     protocol = load_protocol()
     out = []
-    for path, rec in read_records():
+    pinned = read_records(pinned_root()) if pinned_root().is_dir() else []
+    for path, rec in read_records() + pinned:
         try:
             preds = Predictions.from_csv(path.parent / rec["predictions"])
             dp = protocol.dataset(rec["dataset"])
@@ -59,37 +62,82 @@ def _close(a, b, tol) -> bool:
     return abs(a - b) <= tol
 
 
-def rerun_pinned(only: list[str] | None, device: str, log=print) -> list[tuple[str, str, bool]]:
-    from .runner import RunConfig, execute
+def pinned_root() -> Path:
+    """The references of the pinned runs: `results/pinned/<dataset>/<model>/`, made by `iaabench check
+    --calibrate` and never by a user's run (user runs live in results/<dataset>/)."""
+    return results_dir() / "pinned"
 
+
+def find_reference(pin, references: list[tuple[Path, dict]]) -> tuple[Path, dict] | None:
+    """The newest committed reference made with `pin`'s model, dataset, options, recipe and seed."""
+    same = [(path, r) for path, r in references
+            if r["model"] == pin.model and r["dataset"] == pin.dataset
+            and (r.get("dataset_options") or {}) == pin.options and r["provenance"]["seed"] == pin.seed
+            and (not pin.recipe or r.get("recipe", {}).get("name") == pin.recipe)
+            and r["provenance"].get("device") == "cpu"]
+    return max(same, key=lambda x: x[1]["created"]) if same else None
+
+
+def compare(pin, committed: dict, rerun: dict) -> tuple[bool, list[str]]:
+    """Each metric of `pin.tolerance`: the re-run's value, the committed one, their difference in
+    sd of the calibration, and "regression" only when outside the derived tolerance."""
+    sd = pin.calibration.get("sd", {})
+    ok, parts = True, []
+    for metric, tol in sorted(pin.tolerance.items()):
+        a, b = committed[metric]["value"], rerun[metric]["value"]
+        diff = b - a
+        s = float(sd.get(metric) or 0.0)
+        nsd = f"{abs(diff) / s:.1f} sd" if s > 0 else "sd not measured"
+        line = f"{metric} {b:.4f} vs committed {a:.4f}: diff {diff:+.4f} = {nsd} (tolerance {tol:.4f} = max(3 sd, runs))"
+        if not _close(a, b, tol):
+            ok = False
+            worse = diff < 0 if metric in ("srcc", "plcc", "krcc", "accuracy") else diff > 0
+            line = ("regression: " if worse else "outside tolerance (better than committed; re-calibrate if intended): ") + line
+        parts.append(line)
+    return ok, parts
+
+
+def rerun_pinned(only: list[str] | None, device: str, log=print, isa: str | None = None) -> list[tuple[str, str, bool]]:
+    """Re-run every pinned entry in a subprocess with the math libraries held to the protocol's
+    instruction set (or `isa`: "native", "avx2", "avx512", "avx", or "other" = one this CPU runs
+    other than the protocol's) and compare with its reference in results/pinned/."""
+    from .pinned import ISA_ENV, Variant, describe_machine, machine, other_isa, run_variant
+
+    if isa not in (None, "standard", "other", "native", *ISA_ENV):
+        raise ConfigError(f"--isa {isa}: unknown instruction set", f"use standard, other, native, {', '.join(ISA_ENV)}")
     protocol = load_protocol()
-    records = [rec for _, rec in read_records()]
+    held = protocol.pinned_isa if isa in (None, "standard") else other_isa(protocol.pinned_isa) if isa == "other" else isa
+    references = read_records(pinned_root()) if pinned_root().is_dir() else []
     out = []
     for p in protocol.pinned:
         if only and p.model not in only:
             continue
-        name = f"{p.model} on {p.dataset} (seed {p.seed})"
-        same = [r for r in records if r["model"] == p.model and r["dataset"] == p.dataset
-                and r.get("dataset_options", {}) == p.options and r["provenance"]["seed"] == p.seed
-                and r["provenance"]["device"] == "cpu"]
-        ref = max(same, key=lambda r: r["created"]) if same else None
-        if ref is None:
-            out.append((name, f"no committed CPU record with options {p.options} to compare with "
-                              "(run it with those options and commit the record)", False))
+        found = find_reference(p, references)
+        if found is None:
+            out.append((p.name, f"no committed reference under {pinned_root()} with options {p.options} "
+                                "(make it with `iaabench check --calibrate` and commit it)", False))
             continue
+        path, ref = found
+        learned = ref["metrics"]["srcc"]["value"]
+        from .pinned import MIN_SRCC, MIN_TEST
+
+        if not (learned > MIN_SRCC and ref["counts"]["test"] >= MIN_TEST):
+            out.append((p.name, f"{path}: the reference does not test anything (SRCC {learned:.3f}, "
+                                f"{ref['counts']['test']} test images; needs > {MIN_SRCC} on >= {MIN_TEST})", False))
+            continue
+        variant = Variant(p.seed, held, protocol.pinned_threads)
+        log(f"re-running {p.name} ({variant.label}) ...")
         with tempfile.TemporaryDirectory(prefix="iaabench-check-") as tmp:
-            log(f"re-running {name} ...")
-            rec, _ = execute(RunConfig(model=p.model, dataset=p.dataset, seed=p.seed, recipe=p.recipe or None,
-                                       dataset_options=dict(p.options),
-                                       device=device, results_root=Path(tmp), pretrained=ref["provenance"].get("pretrained")),
-                             log=log)
-        bad, parts = [], []
-        for metric, tol in p.tolerance.items():
-            a, b = ref["metrics"][metric]["value"], rec["metrics"][metric]["value"]
-            parts.append(f"{metric} {b:.4f} vs committed {a:.4f}")
-            if not _close(a, b, tol):
-                bad.append(f"{metric}: {b:.4f} vs committed {a:.4f} (tolerance {tol})")
-        out.append((name, "; ".join(bad) if bad else ", ".join(parts), not bad))
+            try:
+                rec = run_variant(p, variant, Path(tmp), device=device, pretrained=ref["provenance"].get("pretrained"))
+            except IAAError as e:
+                out.append((p.name, str(e), False))
+                continue
+        good, parts = compare(p, ref["metrics"], rec["metrics"])
+        here = rec["provenance"].get("machine") or machine()
+        parts.append(f"committed on: {describe_machine(ref['provenance'].get('machine'))}")
+        parts.append(f"re-run on: {describe_machine(here)}")
+        out.append((p.name, "\n".join(parts), good))
     return out
 
 
@@ -114,7 +162,8 @@ def generated_files_current() -> list[tuple[str, str, bool]]:
     return out
 
 
-def run_check(console, rerun: bool = True, only: list[str] | None = None, device: str = "cpu") -> bool:
+def run_check(console, rerun: bool = True, only: list[str] | None = None, device: str = "cpu",
+              isa: str | None = None) -> bool:
     protocol = load_protocol()
     ok = True
     t = Table(title="1. recompute stored metrics from stored predictions")
@@ -128,10 +177,10 @@ def run_check(console, rerun: bool = True, only: list[str] | None = None, device
         t.add_row(where, ("[green]ok[/green] " if good else "[red]FAIL[/red] ") + msg)
     console.print(t)
     if rerun:
-        t = Table(title="2. re-run the pinned quick runs")
+        t = Table(title="2. re-run the pinned quick runs (references: results/pinned/)")
         t.add_column("run")
         t.add_column("result")
-        for name, msg, good in rerun_pinned(only, device, log=console.print):
+        for name, msg, good in rerun_pinned(only, device, log=console.print, isa=isa):
             ok &= good
             t.add_row(name, ("[green]ok[/green] " if good else "[red]FAIL[/red] ") + msg)
         console.print(t)
@@ -149,4 +198,58 @@ def run_check(console, rerun: bool = True, only: list[str] | None = None, device
                   f"{c.reported:.4f} ({c.reported_split})", f"[{color}]{st}[/{color}]")
     console.print(t)
     console.print("[bold green]check passed[/bold green]" if ok else "[bold red]check failed[/bold red]")
+    return ok
+
+
+def calibrate_pinned(console, only: list[str] | None = None, device: str = "cpu", seeds: int | None = None,
+                     path: Path | None = None) -> bool:
+    """`iaabench check --calibrate`: re-run each pinned entry over its perturbations (seeds, the
+    math libraries held to other instruction sets, another thread count), derive its tolerance,
+    write it with how it was measured into benchmark.yaml, and make the seed's run on the standard
+    hold its reference in results/pinned/. An entry that does not learn or whose tolerance is over
+    the cap is reported and left unchanged."""
+    import shutil
+
+    from .pinned import MIN_SEEDS, calibrate, run_variant, write_pinned_section
+
+    protocol = load_protocol(path, calibrating=True)
+    updated: dict[int, dict] = {}
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="iaabench-calibrate-") as tmp:
+        for i, p in enumerate(protocol.pinned):
+            if only and p.model not in only:
+                continue
+            console.print(f"calibrating {p.name} (standard: ISA {protocol.pinned_isa}, {protocol.pinned_threads} threads)")
+            root = Path(tmp) / str(i)
+            try:
+                res = calibrate(p, lambda pin, v: run_variant(pin, v, root, device=device), protocol.pinned_isa,
+                                protocol.pinned_threads, seeds=seeds or MIN_SEEDS, log=console.print)
+            except IAAError as e:
+                console.print(f"[red]{p.name}: {e}[/red]")
+                ok = False
+                continue
+            cal = res["calibration"]
+            console.print(f"  sd {cal['sd']} over {cal['n_runs']} runs -> tolerance {res['tolerance']}")
+            if res["problems"]:
+                ok = False
+                for problem in res["problems"]:
+                    console.print(f"[red]  {p.name}: {problem}[/red]")
+                continue
+            ref = res["reference"]
+            src = root / ref["dataset"] / ref["model"]
+            dest = pinned_root() / ref["dataset"] / ref["model"]
+            old = find_reference(p, read_records(pinned_root()) if pinned_root().is_dir() else [])
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in (f"{ref['run_id']}.json", ref["predictions"]):
+                shutil.copyfile(src / name, dest / name)
+            if old is not None:
+                old[0].unlink()
+                (old[0].parent / old[1]["predictions"]).unlink(missing_ok=True)
+            cal["reference"] = f"{dest.relative_to(results_dir().parent) if dest.is_relative_to(results_dir().parent) else dest}/{ref['run_id']}.json"
+            updated[i] = {"tolerance": res["tolerance"], "calibration": cal}
+            console.print(f"  reference: {cal['reference']}")
+    if updated:
+        write_pinned_section(protocol.path, updated)
+        load_protocol.cache_clear()
+        console.print(f"wrote the derived tolerances of {len(updated)} pinned run(s) into {protocol.path}")
     return ok

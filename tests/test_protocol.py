@@ -41,6 +41,39 @@ def test_malformed_protocol_names_the_key(tmp_path, mutate, key):
         load_protocol(_write_protocol(tmp_path, mutate))
 
 
+_CAL = {"n_runs": 8, "sd": {"srcc": 0.01, "plcc": 0.004}, "perturbations": ["seed 0, ISA avx2, 2 threads"],
+        "date": "2026-12-02", "machine": "Some CPU"}
+
+
+def _pin_entry(**kw):
+    e = {"model": "mlsp", "dataset": "synth-tad66k", "recipe": "pinned", "options": {"n": 1000},
+         "tolerance": {"srcc": 0.031, "plcc": 0.012}, "calibration": dict(_CAL)}
+    e.update(kw)
+    return e
+
+
+@pytest.mark.parametrize("entry, message", [
+    (_pin_entry(tolerance=None), r"pinned\[0\] \(mlsp on synth-tad66k\): no derived tolerance"),
+    (_pin_entry(calibration=None), r"pinned\[0\] \(mlsp on synth-tad66k\).calibration: missing date"),
+    (_pin_entry(tolerance={"srcc": 0.02, "plcc": 0.012}), r"tolerance.srcc: 0.02 is less than 3 sd \(0.0300\)"),
+    (_pin_entry(tolerance={"srcc": 0.08, "plcc": 0.012}, calibration=dict(_CAL, sd={"srcc": 0.02, "plcc": 0.004})),
+     r"pinned\[0\] \(mlsp on synth-tad66k\).tolerance.srcc: 0.08 is above the cap 0.05"),
+    (_pin_entry(tolerance={"srcc": 0.031, "krcc": 0.05}), r"tolerance.krcc: no measured sd"),
+    (_pin_entry(calibration=dict(_CAL, n_runs=3)), r"calibration.n_runs: 3, at least 5 runs"),
+])
+def test_pinned_entry_without_a_derived_tolerance_is_refused_at_load(tmp_path, entry, message):
+    path = _write_protocol(tmp_path, lambda d: d.update(pinned=[entry]))
+    with pytest.raises(ConfigError, match=message):
+        load_protocol(path)
+    assert load_protocol(path, calibrating=True).pinned[0].model == "mlsp"  # --calibrate can still derive it
+
+
+def test_a_derived_pinned_entry_loads(tmp_path):
+    p = load_protocol(_write_protocol(tmp_path, lambda d: d.update(pinned=[_pin_entry()])))
+    assert p.pinned[0].tolerance == {"srcc": 0.031, "plcc": 0.012} and p.pinned[0].calibration["n_runs"] == 8
+    assert p.pinned_isa in ("native", "avx", "avx2", "avx512") and p.pinned_threads >= 1
+
+
 def test_protocol_that_is_not_yaml(tmp_path):
     p = tmp_path / "benchmark.yaml"
     p.write_text("datasets: [unclosed\n")
