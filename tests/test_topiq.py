@@ -68,7 +68,7 @@ def test_swin_released_layout_converts_onto_timm(swin):
 
 def test_input_spec_says_the_model_normalises_itself(res50, swin):
     assert swin.input.size == 384 and swin.input.resize == "squash"
-    assert res50.input.resize == "shorter" and res50.input.size == 64
+    assert res50.input.resize == "squash" and res50.input.size == 64
     for m in (res50, swin):
         assert m.input.mean == (0.0, 0.0, 0.0) and m.input.std == (1.0, 1.0, 1.0)
 

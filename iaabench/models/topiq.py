@@ -176,8 +176,10 @@ class TOPIQ(IAAModel):
 
         arch, tag, dims = BACKBONES[backbone]
         self.backbone_name = backbone
-        self.input = InputSpec(size=test_size, resize="squash" if backbone == "swin" else "shorter",
-                               interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        # The data path squashes to a square batch (the ResNet-50 model's own eval-mode resize of the
+        # shorter side is then the identity); the model normalises itself: mean 0, std 1 here.
+        self.input = InputSpec(size=test_size, resize="squash", interpolation="bilinear",
+                               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         self.h_emb = nn.Parameter(torch.randn(1, INTER_DIM // 2, 32, 1))
         self.w_emb = nn.Parameter(torch.randn(1, INTER_DIM // 2, 1, 32))
         if backbone == "swin":

@@ -1,0 +1,77 @@
+"""Any timm model as an IAA backbone (iaabench/models/timm_iqa.py): `timm:<name>` resolution,
+the input spec from timm's config, both heads, offline-first weights, and bad names."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from iaabench.api import create_model
+from iaabench.cards import load_card
+from iaabench.errors import ConfigError, UnknownNameError, WeightsError
+from iaabench.models import timm_iqa as TI
+from iaabench.registry import list_models, model_info
+
+
+def test_prefix_resolves_any_timm_name_to_the_timm_card():
+    info = model_info("timm:resnet18")
+    assert info.name == "timm:resnet18" and info.family == "timm" and info.heads == ("dist", "score")
+    card = load_card("timm")
+    assert card.recipe_name_for("synth-ava", "timm:resnet18") == "quick-ava"
+    assert card.recipe("quick-ava").pretrained == "none"
+    assert "timm:resnet18" not in list_models()  # resolved on demand, not listed
+
+
+@pytest.mark.parametrize("head,width", [("dist", 10), ("score", 1)])
+def test_both_heads_forward(head, width):
+    m = create_model("timm:resnet18", head=head, pretrained="none").eval()
+    with torch.no_grad():
+        out = m(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, width) and m.head == head
+    if head == "dist":
+        assert torch.allclose(out.sum(1), torch.ones(2), atol=1e-5)
+    assert m.predict(out).score.shape == (2,)
+    assert set(m.param_groups()) == {"backbone", "head"}
+
+
+def test_input_spec_comes_from_timms_pretrained_config():
+    spec = TI.input_spec_from_timm("vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    cfg = timm.models.get_pretrained_cfg("vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    assert spec.size == cfg.input_size[-1] and spec.mean == tuple(cfg.mean) and spec.std == tuple(cfg.std)
+    assert spec.interpolation == cfg.interpolation
+    assert TI.input_spec_from_timm("resnet18").size == 224
+
+
+def test_carded_names_are_registered():
+    for name, arch in TI.CARDED.items():
+        assert model_info(name).family == "timm" and name in load_card("timm").variants
+        assert arch.split(".")[0] in timm.list_models()
+
+
+def test_unknown_name_gives_timms_nearest_names():
+    with pytest.raises(UnknownNameError, match="convnxt_tiny") as e:
+        model_info("timm:convnxt_tiny")
+    assert "convnext_tiny" in e.value.hint
+    with pytest.raises(ConfigError, match="name a timm model"):
+        model_info("timm:")
+
+
+def test_pretrained_weights_offline_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("IAABENCH_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("IAABENCH_DOWNLOAD", raising=False)
+    monkeypatch.setattr("iaabench.models.backbones._hf_cached", lambda repo, fn: None)
+    with pytest.raises(WeightsError, match=r"resnet18\.a1_in1k\.safetensors") as e:
+        create_model("timm:resnet18", pretrained="default")
+    assert "--pretrained none" in str(e.value) and "timm/resnet18.a1_in1k" in str(e.value)
+    # the ImageNet file, classifier included, as timm publishes it: the backbone loads, fc is ignored
+    torch.manual_seed(1)
+    full = timm.create_model("resnet18", pretrained=False)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(tmp_path / "resnet18.a1_in1k.safetensors"))
+    m = create_model("timm:resnet18", pretrained="default")
+    assert torch.equal(m.backbone.conv1.weight, full.conv1.weight)
+    # a file of another model is refused with the differences
+    with pytest.raises(WeightsError, match="does not fit timm model"):
+        create_model("timm:resnet34", pretrained=str(tmp_path / "resnet18.a1_in1k.safetensors"))
