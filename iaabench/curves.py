@@ -176,7 +176,7 @@ def checkpoint_folder_of(rec: dict, path: Path) -> Path | None:
     relative to the record), or the run folder whose `done` file names the record."""
     for key in ("checkpoint", "last_checkpoint"):
         if rec.get(key):
-            return (path.parent / rec[key]).parent
+            return (path.parent / rec[key]).resolve().parent
     base = runs_dir() / str(rec.get("dataset")) / str(rec.get("model"))
     if base.is_dir():
         target = str(path.resolve())

@@ -88,7 +88,7 @@ def saved_run(root: Path, seed: int = 0, history: list[dict] | None = None) -> d
             "record_path": record_path, "results": root / "results", "runs": root / "runs"}
 
 
-def train_tiny(root: Path, epochs: int = 2, seed: int = 0):
+def train_tiny(root: Path, epochs: int = 2, seed: int = 0, **kw):
     """The real trainer for `epochs` on 24 generated 40 x 48 images (+ 8 for validation):
     (model, TrainOutcome, run folder)."""
     s = samples(root / "images", 32, seed)
@@ -96,7 +96,7 @@ def train_tiny(root: Path, epochs: int = 2, seed: int = 0):
     model = iaabench.create_model("nima", pretrained="none")
     run_dir = root / "run"
     out = train(model, s[:24], s[24:], replace(tiny_recipe(), epochs=epochs), scale_max=10.0, device="cpu",
-                seed=seed, run_dir=run_dir)
+                seed=seed, run_dir=run_dir, **kw)
     return model, out, run_dir
 
 
