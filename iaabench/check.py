@@ -202,7 +202,7 @@ def run_check(console, rerun: bool = True, only: list[str] | None = None, device
 
 
 def calibrate_pinned(console, only: list[str] | None = None, device: str = "cpu", seeds: int | None = None,
-                     path: Path | None = None) -> bool:
+                     path: Path | None = None, jobs: int = 1) -> bool:
     """`iaabench check --calibrate`: re-run each pinned entry over its perturbations (seeds, the
     math libraries held to other instruction sets, another thread count), derive its tolerance,
     write it with how it was measured into benchmark.yaml, and make the seed's run on the standard
@@ -223,7 +223,7 @@ def calibrate_pinned(console, only: list[str] | None = None, device: str = "cpu"
             root = Path(tmp) / str(i)
             try:
                 res = calibrate(p, lambda pin, v: run_variant(pin, v, root, device=device), protocol.pinned_isa,
-                                protocol.pinned_threads, seeds=seeds or MIN_SEEDS, log=console.print)
+                                protocol.pinned_threads, seeds=seeds or MIN_SEEDS, log=console.print, jobs=jobs)
             except IAAError as e:
                 console.print(f"[red]{p.name}: {e}[/red]")
                 ok = False

@@ -167,13 +167,30 @@ def run_variant(pin, variant: Variant, results_root: Path, device: str = "cpu", 
     with tempfile.TemporaryDirectory(prefix="iaabench-pinned-") as tmp:
         out = Path(tmp) / "record.json"
         spec["out"] = str(out)
-        proc = subprocess.run([sys.executable, "-m", "iaabench.pinned", json.dumps(spec)],
-                              env=isa_environment(variant.isa, variant.threads), capture_output=True, text=True)
+        env = isa_environment(variant.isa, variant.threads)
+        env["IAABENCH_RUNS"] = str(Path(tmp) / "runs")  # checkpoints of a re-run are scratch
+        env.update(_scratch_cache(Path(tmp)))
+        proc = subprocess.run([sys.executable, "-m", "iaabench.pinned", json.dumps(spec)], env=env,
+                              capture_output=True, text=True)
         if proc.returncode != 0 or not out.is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise IAAError(f"pinned run {pin.model} on {pin.dataset} ({variant.label}) failed "
                            f"(exit {proc.returncode}):\n{tail}")
         return json.loads(Path(out.read_text().strip()).read_text(encoding="utf-8"))
+
+
+def _scratch_cache(tmp: Path) -> dict:
+    """A cache folder of the run's own, so that nothing computed under another hold (MLSP's cached
+    features, cached pixels) is reused, sharing only the generated synthetic datasets (their bytes
+    do not depend on the math libraries) and the weights folder."""
+    from .paths import cache_dir, weights_dir
+
+    real = cache_dir() / "synthetic"
+    real.mkdir(parents=True, exist_ok=True)
+    own = tmp / "cache"
+    own.mkdir()
+    (own / "synthetic").symlink_to(real, target_is_directory=True)
+    return {"IAABENCH_CACHE": str(own), "IAABENCH_WEIGHTS": str(weights_dir())}
 
 
 def _child(spec: dict) -> None:
@@ -227,20 +244,28 @@ def derive(values: list[dict[str, float]], reference: dict[str, float], metrics:
 
 
 def calibrate(pin, runner: Callable[[object, Variant], dict], standard: str, threads: int,
-              native: str | None = None, seeds: int = MIN_SEEDS, log=print) -> dict:
+              native: str | None = None, seeds: int = MIN_SEEDS, log=print, jobs: int = 1) -> dict:
     """Re-run `pin` over its perturbations with `runner(pin, variant) -> record`; returns
     {"reference": record, "tolerance": ..., "calibration": ..., "problems": [...]}. The reference is
     the seed's run on the standard hold. Problems (a run that does not learn, too few test images,
     a tolerance over the cap) are listed, not raised, so every entry is reported."""
     variants = perturbations(standard, threads, native, seeds)
     metrics = sorted(pin.tolerance) if pin.tolerance else ["plcc", "srcc"]
-    records = []
-    for v in variants:
+
+    def one(v: Variant) -> dict:
         t0 = time.perf_counter()
         rec = runner(pin, Variant(pin.seed + v.seed, v.isa, v.threads))
-        records.append((v, rec))
         log(f"  {pin.model}, {v.label}: " + ", ".join(f"{m} {rec['metrics'][m]['value']:.4f}" for m in metrics)
             + f" ({time.perf_counter() - t0:.0f} s)")
+        return rec
+
+    if jobs > 1:  # each run is its own process: results do not depend on how many run at once
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            records = list(zip(variants, pool.map(one, variants)))
+    else:
+        records = [(v, one(v)) for v in variants]
     reference = records[0][1]
     values = [{m: r["metrics"][m]["value"] for m in metrics} for _, r in records]
     d = derive(values, values[0], metrics)
