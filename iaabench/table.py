@@ -60,6 +60,13 @@ def reported_numbers(model: str) -> list[dict]:
         return []
 
 
+def is_test_selected(selection) -> bool:
+    """A reported number from a checkpoint chosen on test metrics: a card's `selection: test`
+    (or a longer text that says "selected on the test set")."""
+    sel = str(selection or "").strip().lower()
+    return sel == "test" or "selected on the test set" in sel
+
+
 def _num(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
@@ -216,7 +223,7 @@ def _value_text(c, emph=True) -> str:
 def _reported_text(c) -> str:
     if _num(c["reported"]) is None:
         return ""
-    r = _f(c["reported"]) + (" †" if c["selection"] == "test" else "")
+    r = _f(c["reported"]) + (" †" if is_test_selected(c["selection"]) else "")
     if c["comparable"] != "yes":
         r += f" (split {c['reported_split']}" + (", not comparable)" if c["mode"] != "not run" else ")")
     return r
@@ -353,7 +360,7 @@ def leaderboard_text(root=None, include_dirty: bool = False) -> str:
             "bootstrap on the common test images, `iaabench compare`). A reported number is differenced only when "
             "it was reported on the cell's split.\n\n" + render("md", cells=cells))
     if len(cells):
-        test_sel = cells[(cells["selection"] == "test") & cells["reported"].notna()]
+        test_sel = cells[cells["selection"].map(is_test_selected) & cells["reported"].notna()]
         if len(test_sel):
             text += ("\n† Reported from a checkpoint selected on the test set (the authors' code reports test "
                      "metrics every epoch and the best was released), so the number is optimistic: "

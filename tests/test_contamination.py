@@ -1,0 +1,94 @@
+"""Contamination: training ids of released weights, rebuilt from the real label files, checked
+against the cards' declarations, and their overlap with a test split."""
+import pytest
+import yaml
+
+from conftest import require_shared
+from iaabench.cards import all_cards, load_card
+from iaabench.contamination import (TrainedOn, declared_checkpoints, ids_checksum, official_train_ids, overlap,
+                                    read_ids, tanet_random_train_ids)
+from iaabench.errors import ConfigError, IAAError
+
+
+def _ava_ids():
+    """Every AVA id: ILGnet's train + val lists cover the 255,529 distinct ids of AVA.txt (not kept here)."""
+    lists = require_shared("data", "labels", "ava", "ilgnet_data_AVA1")
+    return set(read_ids(lists / "train.txt")) | set(read_ids(lists / "val.txt"))
+
+
+def _declared(family, file):
+    return next(e for e in declared_checkpoints(load_card(family)) if e["file"] == file)["trained_on"]
+
+
+def test_tanet_ava_checkpoint_against_the_official_test_split():
+    ava = _ava_ids()
+    folder = require_shared("data", "labels", "ava", "tanet_code_AVA_dataset")
+    test_list = require_shared("data", "labels", "ava", "AVA_dataset", "aesthetics_image_lists", "generic_test.jpgl")
+    train = tanet_random_train_ids(ava, folder / "test.csv", folder / "val.csv")
+    declared = _declared("tanet", "SRCC_758_LCC_765.pth")
+    assert (declared.dataset, declared.split) == ("ava", "tanet-random")
+    weights = declared.with_ids(train, "tanet card")  # the card's count and checksum are these ids'
+    official_test = read_ids(test_list)
+    n_overlap, n_test = overlap(weights, official_test)
+    # independently: an official test id is a TANet training id unless it is in their test/val csvs or not in AVA
+    held = set(read_ids(folder / "test.csv")) | set(read_ids(folder / "val.csv"))
+    assert n_test == len(set(official_test)) == 20_000
+    assert n_overlap == sum(1 for i in set(official_test) if i in ava and i not in held)
+    # The issue quotes 18,041 of 20,000: that also counts the 70 official test ids that are not in AVA.txt
+    # (so in no training set); of the 19,930 that are, 17,971 are TANet training ids.
+    assert n_test - len(set(official_test) & held) == 18_041
+    assert n_overlap == 17_971 and len(set(official_test) & ava) == 19_930
+
+
+def test_tad66k_declarations_match_the_train_file_and_do_not_touch_the_test_file():
+    merge = require_shared("data", "labels", "tad66k", "dataset", "merge")
+    train = read_ids(merge / "train.csv")
+    for family, file in (("tanet", "SRCC_513_LCC_531_MSE_016.pth"),
+                         ("eat", "TAD66K_AOT_vacc_0.6882_srcc_0.5171_vlcc_0.5460.pth")):
+        weights = _declared(family, file).with_ids(train, family)
+        assert overlap(weights, read_ids(merge / "test.csv")) == (0, 14_079)
+
+
+def test_official_train_is_everything_but_the_test_list():
+    ava = _ava_ids()
+    test_list = require_shared("data", "labels", "ava", "AVA_dataset", "aesthetics_image_lists", "generic_test.jpgl")
+    train = official_train_ids(ava, test_list)
+    assert overlap(train, read_ids(test_list)) == (0, 20_000)
+    assert len(train) + len(set(read_ids(test_list)) & ava) == len(ava)
+
+
+def test_overlap_and_checksums_on_small_sets():
+    t = TrainedOn.from_ids("d", "s", ["b", "a", "c", "a"])
+    assert t.n_ids == 3 and t.ids_sha256 == ids_checksum(["c", "b", "a"]) != ids_checksum(["a", "b"])
+    assert overlap(t, ["a", "x", "x", "c"]) == (2, 3)
+    declared = TrainedOn("d", "s", 3, t.ids_sha256)
+    with pytest.raises(IAAError, match="declared by count and checksum only"):
+        overlap(declared, ["a"])
+    assert overlap(declared.with_ids(["a", "b", "c"]), ["a"]) == (1, 1)
+    with pytest.raises(IAAError, match="2 training ids rebuilt"):
+        declared.with_ids(["a", "b"])
+    with pytest.raises(IAAError, match="sha256"):
+        declared.with_ids(["a", "b", "d"])
+
+
+def test_every_cards_checkpoints_validate_and_bad_ones_name_the_key(tmp_path, monkeypatch):
+    for card in all_cards():
+        for e in declared_checkpoints(card):
+            assert e["model"] in card.variants
+    import iaabench.cards as cards
+
+    d = yaml.safe_load((cards.cards_dir() / "tanet.yaml").read_text())
+    d["checkpoints"][0]["trained_on"]["ids_sha256"] = "abc"
+    (tmp_path / "tanet.yaml").write_text(yaml.safe_dump(d))
+    monkeypatch.setattr(cards, "cards_dir", lambda: tmp_path)
+    load_card.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"checkpoints\[0\].trained_on.ids_sha256"):
+            declared_checkpoints(load_card("tanet"))
+        d["checkpoints"][0]["trained_on"] = {"dataset": "ava"}
+        (tmp_path / "tanet.yaml").write_text(yaml.safe_dump(d))
+        load_card.cache_clear()
+        with pytest.raises(ConfigError, match=r"checkpoints\[0\].trained_on: expected dataset and split"):
+            declared_checkpoints(load_card("tanet"))
+    finally:
+        load_card.cache_clear()
