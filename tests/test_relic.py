@@ -49,6 +49,7 @@ def test_shared_layouts_are_checked_when_present():
     assert {e for e, _ in _layouts()} == set(ENTRIES)
 
 
+@pytest.mark.slow  # two calibration passes of batch 16 through MobileNetV2s
 def test_matches_the_release_on_the_carried_cases():
     """relic_u (global branch) and relic2 (two backbones and the gate), batch-4 cases."""
     results = parity.run_parity(CASES, only=["relic_u", "relic2"])
