@@ -96,14 +96,15 @@ def _reported(model: str, dataset: str, metric: str, split: str | None) -> dict:
             "selection": pick.get("selection", "")}
 
 
-def cell_frame(root=None, include_dirty: bool = False, marks: bool = True):
-    """(cells, info): one row per (cell, metric) with the CSV columns, and what was left out."""
+def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=None):
+    """(cells, info): one row per (cell, metric) with the CSV columns, and what was left out.
+    `runs`: only these run ids (and no "not run" rows), e.g. for the README's example."""
     import pandas as pd
-
-    from .compare import usable
 
     protocol = load_protocol()
     df = frame(root)
+    if runs is not None:
+        df = df[df["run_id"].isin(set(runs))]
     info = {"problems": list(df.attrs.get("problems", [])),
             "resized": df[df["dataset_options"] != ""]["run_id"].nunique(),
             "dirty": df[df["dirty"] & (df["dataset_options"] == "")]["run_id"].nunique() if not include_dirty else 0,
@@ -124,7 +125,7 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True):
         out.append(cell)
     present = {(c["model"], c["dataset"]) for c in out}
     known = set(list_models())
-    for model in [m for m in protocol.leaderboard_models if m in known]:
+    for model in [m for m in protocol.leaderboard_models if m in known and runs is None]:
         for d in datasets:
             if (model, d) in present:
                 continue
@@ -385,6 +386,26 @@ def leaderboard_text(root=None, include_dirty: bool = False) -> str:
     if any(left):
         text += "\nLeft out: " + "; ".join(x for x in left if x) + ".\n"
     return text
+
+
+#: The committed record the README's "How to read a cell" shows (a clean, verified run).
+EXAMPLE_RUN = "20261126-173201-4390d3"
+
+
+def example_text(root=None, run_id: str = EXAMPLE_RUN) -> str:
+    """The README's example: one cell as the leaderboard prints it, and its CSV rows."""
+    cells, _ = cell_frame(root, marks=False, runs={run_id})
+    if cells.empty:
+        raise IAAError(f"no leaderboard record with run id {run_id} under {root or results_dir()}")
+    header, body = matrix(cells, cells.iloc[0]["dataset"])
+    md = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
+                   ["| " + " | ".join(x or " " for x in row) + " |" for row in body])
+    cols = CSV_FIRST + ["note"]
+    rows = _csv(cells).splitlines()
+    head = rows[0].split(",")
+    keep = [head.index(c) for c in cols]
+    lines = [",".join(cols)] + [",".join(r[i] for i in keep) for r in csv.reader(rows[1:])]
+    return f"```\n{md}\n```\n\n```csv\n" + "\n".join(lines) + "\n```\n"
 
 
 def write_leaderboard(root=None) -> str:

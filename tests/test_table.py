@@ -221,6 +221,14 @@ def test_table_prints_even_when_the_leaderboard_cannot_be_written(monkeypatch):
     assert "tanet,tad66k,official" in r.output and "could not write" in r.output
 
 
+def test_the_readme_example_is_what_the_code_prints():
+    from iaabench.paths import PROJECT_ROOT
+
+    example = table.example_text(PROJECT_ROOT / "results")
+    assert example in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8"), \
+        "README's 'How to read a cell' is stale: paste iaabench.table.example_text() into it"
+
+
 def test_committed_results_render():
     from iaabench.paths import PROJECT_ROOT
 
