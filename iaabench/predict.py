@@ -25,7 +25,7 @@ import html
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -67,7 +67,7 @@ class Source:
 
     def transforms_dict(self) -> dict:
         d = asdict(self.spec)
-        d["resize"] = list(d["resize"]) if d["resize"] else None
+        d["resize"] = list(d["resize"]) if isinstance(d["resize"], tuple) else d["resize"]
         return d
 
 
@@ -181,13 +181,25 @@ def load_source(weights: str | Path, *, model: str | None = None, dataset: str |
     h = known.get("head") or ck.get("head") or head
     built, h = _build(name, [h] if h else list(info.heads), state, dict(options), pretrained, path)
     built.eval()
+    spec = transform_spec(spec_d, built, f"{where}: test_transforms")
     split = meta.get("split") if meta else (
         {"name": rec["split"].get("name"), "manifest": rec["split"].get("manifest")} if rec and rec.get("split") else None)
     ids = (meta or {}).get("train_ids_sha256") or ((rec or {}).get("split") or {}).get("train_ids_sha256") \
         or ck.get("train_ids_sha256")
     return Source(built, name, info.family, h, ds, (float(scale[0]), float(scale[1])),
-                  TransformSpec.from_dict(spec_d, f"{where}: test_transforms"), int(bs or 1), dict(options), path,
+                  spec, int(bs or 1), dict(options), path,
                   rec, rpath, meta, split, ids, (meta or {}).get("metrics") or (rec or {}).get("metrics"))
+
+
+def transform_spec(d: dict, model, where: str) -> TransformSpec:
+    """The test-time transform of a stored recipe (`d`: its `test_transforms`) for `model`: the
+    recipe's geometry; normalisation, filter and resize policy from the model's declared input
+    where the data layer takes them from there (`TransformSpec.with_input`), else the recipe's
+    `normalize`."""
+    own = {f.name for f in fields(TransformSpec)}
+    keep = {"resize", "crop", "flip", "crops"} | ({"normalize"} & own)
+    spec = TransformSpec.from_dict({k: v for k, v in d.items() if k in keep}, where)
+    return spec.with_input(model.input) if hasattr(spec, "with_input") else spec
 
 
 def _build(name: str, heads: list[str], state: dict, options: dict, pretrained: str, path: Path):
@@ -266,14 +278,16 @@ class Row:
 
 def prepare(im: Image.Image, spec: TransformSpec, model, index: int, seed: int = 0) -> torch.Tensor:
     """One decoded image -> (crops, C, H, W) normalized, as the evaluation path transforms it."""
-    im = resize_pil(im, spec.resize)
+    im = resize_pil(im, spec.resize, spec.policy, spec.interpolation) if hasattr(spec, "policy") else \
+        resize_pil(im, spec.resize)
     if getattr(model, "feature_cache", False):  # native-resolution models: the extractor's size limits
         from .features import fit_size
 
         im, _ = fit_size(im, int(getattr(model, "min_input_side", 0) or 0), getattr(model, "max_input_side", None))
     im, _ = upscale_to(im, spec.crop)
     x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-    return normalize(apply_crops_flip(x.unsqueeze(0), spec, False, [item_generator(seed, 0, index)])[0], spec.normalize)
+    x = apply_crops_flip(x.unsqueeze(0), spec, False, [item_generator(seed, 0, index)])[0]
+    return normalize(x, spec.mean, spec.std) if hasattr(spec, "mean") else normalize(x, spec.normalize)
 
 
 def upright(im: Image.Image) -> Image.Image:

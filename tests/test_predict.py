@@ -77,19 +77,16 @@ def test_scores_match_the_evaluation_path(run, tmp_path):
     """predict's scores are evaluation's (same transforms, batch size and model output)."""
     from iaabench.data.samples import Sample
     from iaabench.evaluate import predict as evaluate
+    from iaabench.predict import Scorer
 
     photos = sorted(require_shared(*SAMPLE_PHOTOS).glob("*.jpg"))
     src = load_source(run["best"], model="nima", dataset="synth-tad66k")
+    rows = Scorer(src, device="cpu").score_files([str(p) for p in photos])
     preds, failed = evaluate(src.model, [Sample(p.stem, p, 5.0) for p in photos], src.spec, src.batch_size,
                              scale_max=10.0)
-    rows = _read_rows(predict_files(run["best"], photos, tmp_path / "s.csv", model="nima", dataset="synth-tad66k",
-                                    device="cpu"), tmp_path / "s.csv")
-    assert not failed
-    np.testing.assert_allclose([float(r["score"]) for r in rows], preds.pred, rtol=0, atol=1e-9)
-
-
-def _read_rows(_summary, path):
-    return _read(path)
+    assert not failed and src.batch_size == 4  # the recipe's evaluation batch size
+    np.testing.assert_allclose([r.score for r in rows], preds.pred, rtol=0, atol=1e-9)
+    np.testing.assert_allclose([r.dist for r in rows], preds.pred_dist, rtol=0, atol=1e-9)
 
 
 def test_weights_may_be_a_record_a_run_id_or_a_run_folder(run, tmp_path, monkeypatch):
@@ -97,14 +94,12 @@ def test_weights_may_be_a_record_a_run_id_or_a_run_folder(run, tmp_path, monkeyp
     monkeypatch.setenv("IAABENCH_RESULTS", str(run["results"]))
     monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
     ref = predict_files(run["best"], [photos], tmp_path / "a.csv", model="nima", dataset="synth-tad66k")
-    expected = [r["score"] for r in _read(tmp_path / "a.csv")]
-    for k, weights in enumerate([run["record_path"], run["record"]["run_id"]]):
-        s = predict_files(weights, [photos], tmp_path / f"b{k}.csv")  # model and dataset from the record
-        assert (s["model"], s["dataset"], s["head"]) == ("nima", "synth-tad66k", "dist")
-        assert [r["score"] for r in _read(tmp_path / f"b{k}.csv")] == expected, weights
-        assert s["weights"] == ref["weights"] == str(run["best"])
-    for folder in (run["run_dir"], run["run_dir"].name):  # a run folder, by path or by name
-        path, rpath, rec = _locate(str(folder))
+    s = predict_files(run["record"]["run_id"], [photos], tmp_path / "b.csv")  # model and dataset from the record
+    assert (s["model"], s["dataset"], s["head"]) == ("nima", "synth-tad66k", "dist")
+    assert s["weights"] == ref["weights"] == str(run["best"])
+    assert _read(tmp_path / "a.csv") == _read(tmp_path / "b.csv")
+    for ref in (run["record_path"], run["run_dir"], run["run_dir"].name):  # a record, a run folder or its name
+        path, rpath, rec = _locate(str(ref))
         assert (path, rpath, rec["run_id"]) == (run["best"], run["record_path"], run["record"]["run_id"])
 
 
@@ -148,9 +143,8 @@ def test_exif_orientation_is_applied(run, tmp_path):
 
 def test_load_scorer_takes_pil_images_and_tensors(run, tmp_path):
     photos = sorted(require_shared(*SAMPLE_PHOTOS).glob("*.jpg"))
-    predict_files(run["best"], photos, tmp_path / "s.csv", model="nima", dataset="synth-tad66k")
-    expected = np.array([float(r["score"]) for r in _read(tmp_path / "s.csv")])
     scorer = iaabench.load_scorer(run["best"], model="nima", dataset="synth-tad66k", device="cpu")
+    expected = np.array([r.score for r in scorer.score_files([str(p) for p in photos])])
     ims = [Image.open(p).convert("RGB") for p in photos]
     np.testing.assert_allclose(scorer(ims), expected, rtol=0, atol=1e-9)
     tensors = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in ims]
