@@ -43,11 +43,3 @@ def load_dataset(name: str, root: str | Path | None = None, split: str | None = 
     `$IAABENCH_DATA/<name>`; synthetic datasets are generated into the cache on first use."""
     info = dataset_info(name)
     return info.loader(root=Path(root) if root else None, split=split or info.splits[0], **options)
-
-
-def load_scorer(path: str | Path, **options):
-    """A callable scorer (PIL images or tensors in, native-scale scores out) from an exported
-    file, checkpoint, record or run id; see `iaabench.predict.load_scorer` for the options."""
-    from .predict import load_scorer as _load_scorer
-
-    return _load_scorer(path, **options)

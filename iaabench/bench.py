@@ -3,8 +3,7 @@
 One call measures, for a model, a dataset and a device:
 
 - `cache_build`: decoding the JPEGs once into the pixel cache with PIL (only when it had to
-  be built; a reused cache says so); on CUDA also `cache_build_gpu`, the same with batched
-  nvJPEG decoding on the GPU, and how far its pixels are from PIL's;
+  be built; a reused cache says so);
 - `data`: the fast data path alone (cached pixels -> augmented, normalized batches on the
   device);
 - `model_step`: one training step alone on tensors already on the device (forward, the
@@ -202,16 +201,13 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
               data_root: str | Path | None = None, dataset_options: dict | None = None,
               eval_batch_size: int | None = None, reference: bool = True, reference_steps: int | None = None,
               cache_root: str | Path | None = None, command: str | None = None, seed: int = 0,
-              gpu_decode: bool = True, data_only: bool = False, log: Callable[[str], None] = print) -> dict:
+              data_only: bool = False, log: Callable[[str], None] = print) -> dict:
     """Measure every phase (see the module docstring), print them, write the record; return it.
 
     `recipe` defaults to the model card's recipe for the dataset; `batch_size` (training) and
     `eval_batch_size` default to the recipe's (`batch_size` alone sets both). `workers`
     (default: all cores, at most 16) serve the cache build, the fast path and the reference
-    path alike. `command` is stored as the command that produced the record. On CUDA,
-    `gpu_decode` also times building the training cache with the batched GPU decoder
-    (`decoder="torchvision"`) and compares its pixels with PIL's; the measurements themselves
-    use the PIL-decoded cache, whose pixels equal the reference path's. `data_only` measures
+    path alike. `command` is stored as the command that produced the record. `data_only` measures
     the two data paths alone (on a CPU the model phases take minutes)."""
     from . import api
     from .cards import load_card
@@ -243,7 +239,6 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     train_s = list(data.splits["train"])
     eval_s = train_s + [s for k, v in data.splits.items() if k != "train" for s in v]
     scale_max = float(data.scale[1])
-    tr_spec, te_spec = rec.train_transforms, rec.test_transforms
     key = {"dataset": data.dataset, "split": data.split, "labels": data.label_files}
     dev = _device_info(device)
     load_before = _load_average()
@@ -255,6 +250,8 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     if compile:  # as `iaabench run --compile` does: the forward compiled, the module unchanged
         model.forward = torch.compile(model.forward)
     loss_fn, opt = get_loss(rec.loss), build_optimizer(model, rec)
+    rec = rec.for_input(model.input)  # the model's declared input shapes the data path
+    tr_spec, te_spec = rec.train_transforms, rec.test_transforms
     crops = tr_spec.crops if tr_spec.crop else 1
     results: dict[str, dict] = {}
     cache_info = {}
@@ -272,24 +269,6 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         results["cache_build"] = {"images": b["images"], "seconds": round(b["seconds"], 4),
                                   "images_per_s": round(b["images_per_s"], 1) if b["images_per_s"] else None,
                                   "workers": b["workers"], "decoder": "pil"}
-    if gpu_decode and on_cuda and can_cache(tr_spec):
-        log("  measuring the GPU decoder (nvJPEG via torchvision), kept in its own cache")
-        try:
-            c = open_cache(train_s, tr_spec, cache_key=key, root=cache_root, workers=workers, decoder="torchvision",
-                           decode_device=device)
-        except Exception as e:  # an optional measurement must not lose the others
-            results["cache_build_gpu"] = {"error": f"{type(e).__name__}: {e}"}
-        else:
-            pil_px = open_cache(train_s, tr_spec, cache_key=key, root=cache_root, log=lambda m: None).pixels()
-            k = min(len(train_s), 256)
-            ok = [i for i in range(k) if i not in c.failed]
-            diff = np.abs(np.asarray(c.pixels()[ok], dtype=np.int16) - np.asarray(pil_px[ok], dtype=np.int16))
-            b = c.build
-            results["cache_build_gpu"] = {
-                "images": b.get("images"), "seconds": round(b["seconds"], 4) if b.get("seconds") else None,
-                "images_per_s": round(b["images_per_s"], 1) if b.get("images_per_s") else None,
-                "decoder": "torchvision", "reused": b.get("reused", False),
-                "mean_abs_diff_vs_pil": round(float(diff.mean()), 3), "max_abs_diff_vs_pil": int(diff.max())}
 
     def fast(samples, spec, bsize, train):
         return _epochs(CachedSource(samples, spec, bsize, train=train, seed=seed, device=device, cache_root=cache_root,

@@ -54,6 +54,12 @@ class Recipe:
         d["test_transforms"] = asdict(self.test_transforms)
         return d
 
+    def for_input(self, inp) -> "Recipe":
+        """This recipe's transforms for a model's declared input (`models.base.InputSpec`): its
+        normalisation, filter and resize policy (and its size where the recipe names none)."""
+        return replace(self, train_transforms=self.train_transforms.with_input(inp),
+                       test_transforms=self.test_transforms.with_input(inp))
+
     def with_overrides(self, epochs=None, batch_size=None, lr: dict[str, float] | None = None,
                        eval_batch_size=None) -> "Recipe":
         new_lr = dict(self.lr)

@@ -158,10 +158,23 @@ def _parse_options(values: list[str]) -> dict:
 
 
 @app.command()
-def models():
-    """List every registered model with its family, heads and paper."""
+def models(as_json: bool = typer.Option(False, "--json", help="Print every model as JSON, with its declared input.")):
+    """List every registered model with its family, heads, paper and declared input."""
     from .cards import load_card
-    from .registry import list_models, model_info
+    from .registry import list_models, model_info, model_input
+
+    if as_json:
+        out = []
+        for name in list_models():
+            info = model_info(name)
+            load_card(info.family)
+            inp = model_input(name)
+            out.append({"name": name, "family": info.family, "paper": info.paper, "heads": list(info.heads),
+                        "description": info.description, "warning": info.warning,
+                        "input": {"size": inp.size, "resize": inp.resize, "interpolation": inp.interpolation,
+                                  "mean": list(inp.mean), "std": list(inp.std), "max_side": inp.max_side}})
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+        return
 
     t = Table(title="registered models")
     for c in ("model", "family", "heads", "paper / description"):

@@ -117,7 +117,7 @@ def prepare_image(path: str | Path, spec: TransformSpec, min_side: int = 0,
     """Decode and transform one image for extraction: (uint8 CHW tensor, notes). Raises ImageError."""
     im, note = load_rgb(path)
     notes = [note] if note else []
-    im = resize_pil(im, spec.resize)
+    im = resize_pil(im, spec.resize, spec.policy, spec.interpolation)
     im, note = fit_size(im, min_side, max_side)
     if note:
         notes.append(note)
@@ -263,7 +263,7 @@ def _run(extractor, samples, spec, todo, feats, status, failed, notes, folder, d
 
     def compute(group):
         idx = [i for i, _, _ in group]
-        x = normalize(torch.stack([x for _, x, _ in group]).to(device), spec.normalize)
+        x = normalize(torch.stack([x for _, x, _ in group]).to(device), spec.mean, spec.std)
         try:
             with torch.no_grad():
                 f = extractor.features(x).float()

@@ -117,6 +117,21 @@ def parity_entries() -> dict[str, tuple[str, str]]:
     return out
 
 
+def model_input(name: str, head: str | None = None, **options):
+    """The declared input (`models.base.InputSpec`) of model `name` built with `options`, read
+    from an instance made on PyTorch's meta device (no memory, no weights); a model that cannot
+    be built there is built on the CPU without pretrained weights."""
+    import torch
+
+    info = model_info(name)
+    head = head or info.heads[0]
+    try:
+        with torch.device("meta"):
+            return info.builder(head=head, pretrained="none", **options).input
+    except (NotImplementedError, RuntimeError, TypeError, ValueError):
+        return info.builder(head=head, pretrained="none", **options).input
+
+
 def list_datasets() -> list[str]:
     _load_all()
     return sorted(_DATASETS)

@@ -139,6 +139,7 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     model = api.create_model(cfg.model, head=head, pretrained=pretrained, weights=cfg.weights, **recipe.options)
     # closed-form baselines (`constant`) are fitted on the training samples instead of trained
     fitted = model.fit(train_s, scale_max) if cfg.train and getattr(model, "fits_from_samples", False) else None
+    recipe = recipe.for_input(model.input)  # the model's declared input shapes the data path
     if cfg.compile:
         model.forward = torch.compile(model.forward)
     training = cfg.train and recipe.epochs > 0

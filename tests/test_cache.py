@@ -275,22 +275,3 @@ def test_two_concurrent_openers_build_once(samples, tmp_path):
     assert results[0].folder == results[1].folder
 
 
-def test_the_torchvision_decoder_is_keyed_apart_and_close_to_pil(samples, tmp_path):
-    """The batched decoder a GPU uses (run here with libjpeg on the CPU)."""
-    pil = open_cache(samples, SPEC, cache_key=KEY, root=tmp_path, log=quiet)
-    tv = open_cache(samples, SPEC, cache_key=KEY, root=tmp_path, decoder="torchvision", decode_device="cpu",
-                    log=quiet)
-    assert tv.folder != pil.folder and tv.key["decoder"] == "torchvision" and tv.key["decode_device"] == "cpu"
-    assert tv.failed == pil.failed  # unusable files still get PIL's reasons
-    assert "converted L to RGB" in tv.notes[1]  # non-RGB JPEGs still go through PIL
-    a, b = np.array(pil.pixels()).astype(int), np.array(tv.pixels()).astype(int)
-    ok = [i for i in range(len(samples)) if i not in pil.failed]
-    diff = np.abs(a[ok] - b[ok])
-    assert diff.mean() < 2.0  # libjpeg's and PIL's bilinear resizes differ by rounding, not content
-    again = open_cache(samples, SPEC, cache_key=KEY, root=tmp_path, decoder="torchvision", decode_device="cpu",
-                       log=quiet)
-    assert again.folder == tv.folder and again.build["reused"]
-    up = TransformSpec(resize=(24, 40), crop=32)  # rows upscaled after the resize, noted as PIL's path notes them
-    pil_up = open_cache(samples, up, cache_key=KEY, root=tmp_path, log=quiet)
-    tv_up = open_cache(samples, up, cache_key=KEY, root=tmp_path, decoder="torchvision", decode_device="cpu", log=quiet)
-    assert tv_up.notes == pil_up.notes and tv_up.shape == pil_up.shape == (32, 53)

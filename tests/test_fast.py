@@ -61,7 +61,7 @@ SPECS = {
     "train-crop-flip": (TransformSpec(resize=(48, 56), crop=40, flip=True), True),
     "test-resize": (TransformSpec(resize=(40, 40)), False),
     "multi-crop-train": (TransformSpec(resize=(48, 48), crop=32, flip=True, crops=3), True),
-    "multi-crop-test": (TransformSpec(resize=(48, 48), crop=32, crops=2, normalize="inception"), False),
+    "multi-crop-test": (TransformSpec(resize=(48, 48), crop=32, crops=2, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), False),
     "centre-crop": (TransformSpec(resize=(48, 52), crop=40), False),
     "flip-only": (TransformSpec(resize=(36, 36), flip=True), True),
     "upscale": (TransformSpec(resize=(30, 44), crop=36, flip=True), True),
@@ -108,7 +108,7 @@ def test_draw_views_follows_the_reference_draw_order():
 
 def test_augment_crops_and_flips_what_it_is_told():
     rows = torch.arange(2 * 6 * 8 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(2, 6, 8, 3)
-    spec = TransformSpec(resize=(6, 8), crop=4, flip=True, normalize="inception")
+    spec = TransformSpec(resize=(6, 8), crop=4, flip=True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     corners = torch.tensor([[[1, 2]], [[0, 4]]])
     flips = torch.tensor([[False], [True]])
     x = augment(rows, corners, flips, spec, True)

@@ -15,7 +15,7 @@ from iaabench.errors import ConfigError, IAAError
 from iaabench.features import (DONE, FAILED, TODO, _Lock, extract_features, feature_cache_path,
                                state_checksum)
 
-FULL = TransformSpec(resize=None, normalize="inception")
+FULL = TransformSpec(resize=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 class Probe(torch.nn.Module):
@@ -83,7 +83,7 @@ def test_a_changed_key_never_reuses(samples, tmp_path):
     f2, _ = extract_features(other_weights, samples, FULL, cache_dir=cache, progress=False)
     assert other_weights.images == 6
     assert f2[3, 2] == 200
-    for changed in (dict(spec=TransformSpec(resize=(100, 100), normalize="inception")),
+    for changed in (dict(spec=TransformSpec(resize=(100, 100), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))),
                     dict(samples=samples[:5]), dict(samples=samples[::-1]), dict(key={"features": "probe", "v": 2})):
         p = Probe()
         extract_features(p, changed.get("samples", samples), changed.get("spec", FULL), cache_dir=cache,
@@ -174,7 +174,7 @@ def test_a_fixed_crop_is_centred_and_small_images_are_upscaled_to_it(tmp_path):
     samples = [Sample("small", _image(tmp_path / "s.png", 40, 30), 5.0),
                Sample("big", _image(tmp_path / "b.png", 90, 70), 5.0)]
     probe = Probe()
-    spec = TransformSpec(resize=None, crop=64, normalize="imagenet")
+    spec = TransformSpec(resize=None, crop=64)
     extract_features(probe, samples, spec, cache_dir=tmp_path / "c", progress=False, batch_size=4)
     assert probe.seen == [(2, 3, 64, 64)]  # both 64x64: one batch
     notes = json.loads((feature_cache_path(samples, spec, probe.feature_key(), 4, tmp_path / "c") / "notes.json").read_text())

@@ -14,11 +14,11 @@ from iaabench.data.samples import Sample
 from iaabench.errors import ConfigError, WeightsError
 from iaabench.features import extract_features
 from iaabench.models import backbones
-from iaabench.models.mlsp import (BLOCK_CHANNELS, KERAS_NAMES, MIN_INPUT_SIDE, MLSP_CHANNELS, area_matrix,
+from iaabench.models.mlsp import (BLOCK_CHANNELS, KERAS_NAMES, MIN_INPUT_SIDE, MLSP, MLSP_CHANNELS, area_matrix,
                                   area_resize)
 from iaabench.registry import model_info
 
-FULL_RES = TransformSpec(resize=None, normalize="inception")
+FULL_RES = TransformSpec(resize=None, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +159,10 @@ def test_registration_and_card():
     card = load_card("mlsp")
     assert set(card.variants) == {"mlsp", "mlsp-wide"}
     for name in card.data["recipes"]:
-        recipe = card.recipe(name)
+        recipe = card.recipe(name).for_input(MLSP.input)  # the model's declared input: [-1, 1], native size
         assert set(recipe.lr) == {"head"}, name
         for spec in (recipe.train_transforms, recipe.test_transforms):
-            assert spec.resize is None and spec.crops == 1 and not spec.flip and spec.normalize == "inception"
+            assert spec.resize is None and spec.crops == 1 and not spec.flip and spec.mean == spec.std == (0.5, 0.5, 0.5)
     assert card.recipe("released").lr["head"] == pytest.approx(1e-3)
     assert card.recipe("released-wide").lr["head"] == pytest.approx(1e-4)
     for ds in ("ava", "tad66k", "flickr-aes", "synth-tad66k", "synth-ava", "synth-flickr-aes"):

@@ -8,7 +8,7 @@ worker ratings where the dataset has them). Implementations:
 
 - `ReferenceSource`: PIL decode + transforms in a DataLoader every epoch (the authors' way);
 - `CachedSource`: the uint8 pixel cache, augmented on the device (`iaabench.data.fast`);
-- `features.FeatureSource`: cached features of a frozen trunk (MLSP).
+- `features.FeatureSource`: cached features of a frozen trunk.
 
 Sharding: the seeded order of the whole list is dealt round-robin to the ranks
 (`pipeline.epoch_chunks`), so the ranks of one epoch see disjoint images that together are

@@ -13,7 +13,7 @@ reference path's exactly (tests/test_fast.py checks it).
 
 A cache is a folder `<cache_dir>/images/<dataset>-<H>x<W>-<hash>/` whose hash is taken over
 its *key*: the caller's dataset identity (dataset, split, label-file checksums), the sample
-list (ids, paths and file sizes, in order), the resize, the stored size, the decoder, the
+list (ids, paths and file sizes, in order), the resize and its filter, the stored size, the decoder, the
 Pillow version and `CACHE_VERSION`. Anything that changes the pixels changes the key, so a
 cache made from another dataset version or at another size is never reused silently.
 
@@ -28,8 +28,8 @@ Files in the folder:
 
 A full disk is found before decoding starts (free space, then a reservation of the whole
 file); if the disk fills anyway the build stops with an `IAAError` saying so and removes the
-partial folder. Only fixed-size specs (`spec.resize` set) can be cached: full-resolution
-inputs (MLSP) keep the reference path.
+partial folder. Only fixed-size specs (a squash resize) can be cached: full-resolution and
+aspect-keeping inputs keep the reference path.
 """
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ import re
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -74,16 +73,17 @@ def _log(msg: str) -> None:
 
 
 def can_cache(spec: TransformSpec) -> bool:
-    """Only a fixed stored size can be cached; `resize: null` (full resolution) cannot."""
-    return spec.resize is not None
+    """Only a fixed stored size can be cached (a squash resize); full resolution (`resize:
+    null`, a native-input model) and aspect-keeping resizes cannot."""
+    return spec.fixed_size
 
 
 def stored_size(spec: TransformSpec) -> tuple[int, int]:
     """(height, width) of a cached row for `spec`: its resize, upscaled as `upscale_to` does
     when the crop is larger than the resized image (so every row has the same shape)."""
-    if spec.resize is None:
-        raise ConfigError("a full-resolution transform (resize: null) cannot be cached",
-                          "the fast path uses the reference path for it")
+    if not spec.fixed_size:
+        raise ConfigError("a transform without one fixed size (full resolution, or an aspect-keeping resize) "
+                          "cannot be cached", "the fast path uses the reference path for it")
     h, w = spec.resize
     c = spec.crop
     if c and min(h, w) < c:
@@ -110,29 +110,22 @@ def samples_digest(samples: Sequence[Sample]) -> str:
     return h.hexdigest()
 
 
-DECODERS = ("pil", "torchvision")
-
-
-def make_key(samples: Sequence[Sample], spec: TransformSpec, cache_key: dict, decoder: str = "pil",
-             decode_device: str = "cpu") -> dict:
-    """The full identity of a cache (see the module docstring)."""
-    if decoder not in DECODERS:
-        raise ConfigError(f"unknown image decoder '{decoder}' for the cache", f"known: {', '.join(DECODERS)}")
+def make_key(samples: Sequence[Sample], spec: TransformSpec, cache_key: dict) -> dict:
+    """The full identity of a cache (see the module docstring): everything that changes the
+    stored pixels (the resize, its filter, the stored size), not what is applied on the device
+    (crops, flips, mean/std)."""
     key = {
         "version": CACHE_VERSION,
         "data": json.loads(json.dumps(cache_key, sort_keys=True, default=str)),
         "resize": list(spec.resize),
         "size": list(stored_size(spec)),
         "upscale_crop": spec.crop if stored_size(spec) != tuple(spec.resize) else None,
-        "decoder": decoder,
+        "interpolation": spec.interpolation,
+        "decoder": "pil",
         "pillow": PIL.__version__,
         "count": len(samples),
         "samples": samples_digest(samples),
     }
-    if decoder == "torchvision":  # nvJPEG on a GPU, libjpeg on the CPU: not the same pixels
-        import torchvision
-
-        key.update(decode_device=str(decode_device).split(":")[0], torchvision=torchvision.__version__)
     return key
 
 
@@ -180,20 +173,13 @@ class ImageCache:
 
 
 def open_cache(samples: Sequence[Sample], spec: TransformSpec, *, cache_key: dict,
-               root: str | Path | None = None, workers: int = 0, decoder: str = "pil",
-               decode_device: str = "cpu", log: Callable[[str], None] = _log) -> ImageCache:
+               root: str | Path | None = None, workers: int = 0, log: Callable[[str], None] = _log) -> ImageCache:
     """The cache of `samples` at `spec`'s size: reused when complete, else built (or resumed).
 
     `cache_key` identifies the data (at least the dataset name, split and label checksums);
-    `workers` decoding processes are used for a build (0 or 1: in this process).
-
-    `decoder="pil"` (the default) makes the reference path's exact pixels. `"torchvision"`
-    decodes JPEGs in batches with `torchvision.io.decode_jpeg` on `decode_device` (nvJPEG on a
-    GPU) and resizes them there (bilinear, antialiased): faster on a GPU, but the pixels
-    differ slightly from PIL's, so it is part of the key. Files that are not plain RGB
-    JPEGs within the size limits, or lack their end marker, still go through PIL, which also
-    gives every failure its reason."""
-    key = make_key(samples, spec, cache_key, decoder, decode_device)
+    `workers` decoding processes are used for a build (0 or 1: in this process). Rows are
+    PIL's pixels, the reference path's exactly."""
+    key = make_key(samples, spec, cache_key)
     folder = cache_folder(key, root)
     try:
         with _locked(folder):
@@ -202,7 +188,7 @@ def open_cache(samples: Sequence[Sample], spec: TransformSpec, *, cache_key: dic
                 cache.build = {"built": False, "reused": True}
                 return cache
             try:
-                return _build(folder, key, samples, spec, workers, log, decode_device)
+                return _build(folder, key, samples, spec, workers, log)
             except OSError as e:
                 if e.errno in _DISK_FULL:  # clean up while still holding the lock
                     raise _disk_full(folder, key) from None
@@ -283,7 +269,7 @@ def _remove_cache_files(folder: Path) -> None:
 
 
 def _build(folder: Path, key: dict, samples: Sequence[Sample], spec: TransformSpec, workers: int,
-           log, decode_device: str = "cpu") -> ImageCache:
+           log) -> ImageCache:
     n = key["count"]
     h, w = key["size"]
     total = n * h * w * 3
@@ -306,17 +292,15 @@ def _build(folder: Path, key: dict, samples: Sequence[Sample], spec: TransformSp
         if total + MARGIN_BYTES > free:
             raise OSError(errno.ENOSPC, f"{total} bytes needed, {free} free")
         building.write_text(json.dumps(key))
-    how = (f"nvJPEG/torchvision on {decode_device}" if key["decoder"] == "torchvision"
-           else f"{max(workers, 1)} process(es)")
-    log(f"image cache {folder}: decoding {n - start} images to {h}x{w} ({total / 1e9:.2f} GB) with {how}")
+    log(f"image cache {folder}: decoding {n - start} images to {h}x{w} ({total / 1e9:.2f} GB) with "
+        f"{max(workers, 1)} process(es)")
     fd = os.open(pixels, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if progress is None and total:
             _reserve(fd, total)
         t0 = last = time.perf_counter()
         done = start
-        decode = _decode_torchvision if key["decoder"] == "torchvision" else _decode
-        for first, results in decode(samples, start, spec, (h, w), pixels, workers, decode_device):
+        for first, results in _decode(samples, start, spec, (h, w), pixels, workers):
             for k, (ok, text) in enumerate(results):
                 if not ok:
                     failed[first + k] = text
@@ -358,11 +342,11 @@ def _reserve(fd: int, nbytes: int) -> None:
 
 
 def _decode(samples: Sequence[Sample], start: int, spec: TransformSpec, size: tuple[int, int], pixels: Path,
-            workers: int, decode_device: str = "cpu") -> Iterator[tuple[int, list]]:
+            workers: int) -> Iterator[tuple[int, list]]:
     """(first index, [(ok, reason or note)]) per chunk, in order; rows are written by the
     decoding processes themselves (only statuses travel back)."""
     tasks = ((i, [str(s.path) for s in samples[i:i + CHUNK]]) for i in range(start, len(samples), CHUNK))
-    args = (str(pixels), spec.resize, spec.crop, size)
+    args = (str(pixels), spec.resize, spec.crop, size, spec.interpolation)
     if workers <= 1:
         _worker_init(*args)
         try:
@@ -377,8 +361,9 @@ def _decode(samples: Sequence[Sample], start: int, spec: TransformSpec, size: tu
 _W: dict = {}
 
 
-def _worker_init(pixels: str, resize, crop, size) -> None:
-    _W.update(fd=os.open(pixels, os.O_WRONLY), resize=tuple(resize), crop=crop, size=tuple(size))
+def _worker_init(pixels: str, resize, crop, size, interpolation: str = "bilinear") -> None:
+    _W.update(fd=os.open(pixels, os.O_WRONLY), resize=tuple(resize), crop=crop, size=tuple(size),
+              interpolation=interpolation)
 
 
 def _worker_close() -> None:
@@ -396,7 +381,7 @@ def _decode_one(index: int, path: str) -> tuple[bool, str | None]:
     """Exactly the reference path's decoding (`ImageDataset.__getitem__`), then one row."""
     try:
         im, note = load_rgb(path)
-        im = resize_pil(im, _W["resize"])
+        im = resize_pil(im, _W["resize"], "squash", _W["interpolation"])
         im, up = upscale_to(im, _W["crop"])
     except ImageError as e:
         return False, e.reason
@@ -407,86 +392,6 @@ def _decode_one(index: int, path: str) -> tuple[bool, str | None]:
     write_row(_W["fd"], index, a)
     text = "; ".join(t for t in (note, up) if t)
     return True, text or None
-
-
-#: Images per batched decode with torchvision (nvJPEG batches amortize the launch costs).
-GPU_CHUNK = 256
-
-
-def _screen(path: str) -> bytes | None:
-    """The file's bytes when it can go to `decode_jpeg` with the result PIL would give (an RGB
-    baseline or progressive JPEG within the size limits, named .jpg/.jpeg, ending with its
-    end-of-image marker); None sends it through PIL, which decodes it or says why not."""
-    from .images import MAX_PIXELS, MIN_SIDE
-
-    if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
-        return None
-    try:
-        with PIL.Image.open(path) as im:
-            w, h = im.size
-            if im.format != "JPEG" or im.mode != "RGB" or w * h > MAX_PIXELS or min(w, h) < MIN_SIDE:
-                return None
-        with open(path, "rb") as f:
-            data = f.read()
-    except Exception:  # any problem: PIL gives the reason
-        return None
-    return data if data.rstrip(b"\0").endswith(b"\xff\xd9") else None
-
-
-def _decode_torchvision(samples: Sequence[Sample], start: int, spec: TransformSpec, size: tuple[int, int],
-                        pixels: Path, workers: int, decode_device: str = "cuda") -> Iterator[tuple[int, list]]:
-    """Batched `decode_jpeg` + resize on `decode_device`; threads read the files meanwhile."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
-    import torch.nn.functional as F
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    _worker_init(str(pixels), spec.resize, spec.crop, size)
-    h, w = size
-    rh, rw = spec.resize
-    # the note `upscale_to` gives every image when the resize is smaller than the crop
-    upscaled = f"upscaled from {rw}x{rh} to fit the {spec.crop} px crop" if (h, w) != (rh, rw) else None
-    try:
-        with ThreadPoolExecutor(max(workers, 1)) as pool:
-            firsts = list(range(start, len(samples), GPU_CHUNK))
-            reads = [pool.submit(lambda f=f: list(map(_screen, [str(s.path) for s in samples[f:f + GPU_CHUNK]])))
-                     for f in firsts[:2]]
-            for j, first in enumerate(firsts):
-                datas = reads[j].result()
-                if j + 2 < len(firsts):  # read ahead while this chunk decodes
-                    f2 = firsts[j + 2]
-                    reads.append(pool.submit(
-                        lambda f=f2: list(map(_screen, [str(s.path) for s in samples[f:f + GPU_CHUNK]]))))
-                results: list = [None] * len(datas)
-                on_gpu = [k for k, d in enumerate(datas) if d is not None]
-                images = []
-                if on_gpu:
-                    tensors = [torch.frombuffer(bytearray(datas[k]), dtype=torch.uint8) for k in on_gpu]
-                    try:
-                        with warnings.catch_warnings():  # torchvision >= 0.29 points to torchcodec
-                            warnings.simplefilter("ignore", DeprecationWarning)
-                            images = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=decode_device)
-                    except RuntimeError:  # one bad file fails the batch: these go through PIL
-                        on_gpu, images = [], []
-                rows = []
-                for img in images:
-                    x = img.unsqueeze(0).float()
-                    x = F.interpolate(x, size=tuple(spec.resize), mode="bilinear", antialias=True, align_corners=False)
-                    if (h, w) != tuple(spec.resize):  # the upscale the reference path applies
-                        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-                    rows.append(x.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0))
-                if rows:
-                    host = torch.stack(rows).cpu().numpy()
-                    for k, row in zip(on_gpu, host):
-                        write_row(_W["fd"], first + k, np.ascontiguousarray(row))
-                        results[k] = (True, upscaled)
-                for k, r in enumerate(results):
-                    if r is None:
-                        results[k] = _decode_one(first + k, str(samples[first + k].path))
-                yield first, results
-    finally:
-        _worker_close()
 
 
 def write_row(fd: int, index: int, row: np.ndarray) -> None:

@@ -9,8 +9,7 @@ computes (PIL decode + resize), the two paths give identical tensors on the CPU;
 therefore gives the same metrics through both (up to run-to-run noise on a GPU).
 
 Where the work happens:
-- once per cache: decode + resize with PIL in worker processes (`open_cache`; or, with
-  `decoder="torchvision"`, batched nvJPEG decoding and resizing on the GPU);
+- once per cache: decode + resize with PIL in worker processes (`open_cache`);
 - per batch, host side: copy the batch's uint8 rows out of the memory-mapped file and draw
   the crops and flips;
 - CPU device: crop, flip and normalize each image on the host, with the reference path's
@@ -29,7 +28,7 @@ reported in the `failed` list of their batch in *every* epoch, as the reference 
 first unusable image of the sample list raises before any batch is produced. Decoding notes
 (conversions, upscaling) are recorded likewise and reported in `Batch.notes`.
 
-Full-resolution specs (`resize: null`, MLSP) cannot be cached: for them `fast_batches` runs
+Specs without one fixed size (`resize: null`, a native-resolution model) cannot be cached: for them `fast_batches` runs
 the reference path (decode every epoch) and says so once per process.
 """
 from __future__ import annotations
@@ -45,7 +44,7 @@ import torch
 
 from ..errors import ImageError
 from .cache import ImageCache, can_cache, open_cache
-from .pipeline import (NORMALIZE, Batch, TransformSpec, crop_params, epoch_chunks, item_generator,
+from .pipeline import (Batch, TransformSpec, crop_params, epoch_chunks, item_generator,
                        reference_batches)
 from .samples import Sample
 
@@ -55,7 +54,7 @@ _warned_uncached = False
 def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool, seed: int,
                  epoch: int = 0, device: str = "cpu", drop_last: bool = False,
                  min_last: int = 1, cache_root=None, cache_key: dict, workers: int = 0, strict: bool = False,
-                 cache: ImageCache | None = None, decoder: str = "pil", rank: int = 0,
+                 cache: ImageCache | None = None, rank: int = 0,
                  world_size: int = 1) -> Iterator[Batch]:
     """Batches of one epoch from the pixel cache (built on first use). See the module docstring.
 
@@ -63,8 +62,7 @@ def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int
     already opened with `open_cache` for these samples and `spec` (saves re-hashing the
     sample list every epoch). `workers`: the decoding processes when the cache has to be
     built, then the host-side workers (DataLoader processes for the CPU, threads for a GPU).
-    `decoder`: "pil" (the reference path's exact pixels) or "torchvision" (batched nvJPEG
-    decoding on `device` when it is a GPU; slightly different pixels, a separate cache)."""
+    `rank` of `world_size` takes its shard of the epoch (`pipeline.epoch_chunks`)."""
     device = str(device)
     if not can_cache(spec):
         yield from _uncached(samples, spec, batch_size, train=train, seed=seed, epoch=epoch, workers=workers,
@@ -73,8 +71,7 @@ def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int
     if not samples:
         return
     if cache is None:
-        cache = open_cache(samples, spec, cache_key=cache_key, root=cache_root, workers=workers, decoder=decoder,
-                           decode_device=device if device.startswith("cuda") else "cpu")
+        cache = open_cache(samples, spec, cache_key=cache_key, root=cache_root, workers=workers)
     if strict and cache.failed:
         i = min(cache.failed)
         raise ImageError(samples[i].path, cache.failed[i] + " (--strict stops at the first unusable image)")
@@ -189,7 +186,7 @@ class CachedBatches(torch.utils.data.Dataset):
         order (float(), / 255, - mean, / std), so the values are bit-identical to it."""
         ch, cw = (self.spec.crop, self.spec.crop) if self.spec.crop else rows.shape[1:3]
         out = _batch_tensor((len(rows), len(drawn[0][0]), 3, ch, cw))
-        mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in NORMALIZE[self.spec.normalize])
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in (self.spec.mean, self.spec.std))
         for img, o, (corners, flips) in zip(rows, out, drawn):
             chw = img.permute(2, 0, 1)
             for view, (t, l), flip in zip(o, corners, flips):
@@ -239,7 +236,6 @@ def augment(rows: torch.Tensor, corners: torch.Tensor, flips: torch.Tensor, spec
         x = rows[batch, top[:, :, :, None], left[:, :, None, :]]  # (B, views, ch, cw, 3)
     else:
         x = rows.unsqueeze(1)
-    mean, std = NORMALIZE[spec.normalize]
     x = x.float().div_(255.0)
-    x = (x - x.new_tensor(mean)) / x.new_tensor(std)
+    x = (x - x.new_tensor(spec.mean)) / x.new_tensor(spec.std)
     return x.permute(0, 1, 4, 2, 3)

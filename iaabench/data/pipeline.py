@@ -11,7 +11,7 @@ the run record counts (`collecting_notes`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -22,43 +22,85 @@ from ..errors import ConfigError, ImageError
 from .images import load_rgb
 from .samples import Sample
 
-NORMALIZE = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Keras' x / 127.5 - 1
-}
+#: The defaults of `models.base.InputSpec` (ImageNet statistics), for a spec made without a model.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST,
+           "lanczos": Image.LANCZOS}
+POLICIES = ("squash", "shorter", "keep-aspect", "native")
+#: A recipe's `resize` when it names none: the model's declared size.
+MODEL_SIZE = "model"
 
 
 @dataclass(frozen=True)
 class TransformSpec:
-    """Resize to `resize` = (height, width) (aspect not kept, as in the authors' scripts; None
-    keeps the full resolution), then a `crop` x `crop` window (random when training, centred
-    otherwise; `crops` > 1 takes that many seeded random windows, training or not), then a
-    random horizontal flip when training and `flip`."""
+    """What turns a decoded image into a model input.
 
-    resize: tuple[int, int] | None = (224, 224)
+    From the recipe (the card): `resize` = (height, width), then a `crop` x `crop` window
+    (random when training, centred otherwise; `crops` > 1 takes that many seeded random
+    windows, training or not), then a random horizontal flip when training and `flip`.
+    From the model's declared input (`with_input`): the resize `policy` ("squash": both sides
+    to `resize`, aspect not kept, as the authors' scripts do; "shorter": the shorter side to
+    the smaller of `resize`, aspect kept; "keep-aspect": the longer side to the larger;
+    "native": no resize, as does `resize` None), the `interpolation` filter and the
+    per-channel `mean`/`std` applied to [0, 1] pixels."""
+
+    resize: tuple[int, int] | None | str = (224, 224)
     crop: int | None = None
     flip: bool = False
     crops: int = 1
-    normalize: str = "imagenet"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    policy: str = "squash"
+
+    def __post_init__(self):
+        if self.interpolation not in FILTERS:
+            raise ConfigError(f"transform interpolation {self.interpolation!r} is not one of {sorted(FILTERS)}")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"transform resize policy {self.policy!r} is not one of {list(POLICIES)}")
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "transforms") -> "TransformSpec":
+        """A recipe's transform (geometry only; normalisation and filter come from the model)."""
         d = dict(d or {})
-        unknown = set(d) - {"resize", "crop", "flip", "crops", "normalize"}
+        unknown = set(d) - {"resize", "crop", "flip", "crops"}
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}",
-                              "allowed: resize, crop, flip, crops, normalize")
-        r = d.get("resize", (224, 224))
-        if isinstance(r, int):
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key", "allowed: resize, crop, flip, crops "
+                              "(normalisation, interpolation and resize policy are the model's declared input)")
+        r = d.get("resize", MODEL_SIZE)
+        if isinstance(r, int) and not isinstance(r, bool):
             r = (r, r)
-        if d.get("normalize", "imagenet") not in NORMALIZE:
-            raise ConfigError(f"{where}.normalize: must be one of {sorted(NORMALIZE)}")
-        return cls(tuple(r) if r else None, d.get("crop"), bool(d.get("flip", False)),
-                   int(d.get("crops", 1)), d.get("normalize", "imagenet"))
+        if r is not None and r != MODEL_SIZE and not (isinstance(r, (list, tuple)) and len(r) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in r)):
+            raise ConfigError(f"{where}.resize: expected null, a size or [height, width], got {r!r}")
+        for k in ("crop", "crops"):
+            v = d.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
+        if not isinstance(d.get("flip", False), bool):
+            raise ConfigError(f"{where}.flip: expected true or false, got {d['flip']!r}")
+        return cls(tuple(r) if isinstance(r, (list, tuple)) else r, d.get("crop"), d.get("flip", False),
+                   int(d.get("crops") or 1))
+
+    def with_input(self, inp) -> "TransformSpec":
+        """This recipe transform for a model's declared input (`models.base.InputSpec`)."""
+        resize = self.resize
+        if inp.resize == "native":
+            resize = None
+        elif resize == MODEL_SIZE:
+            resize = (inp.size, inp.size) if inp.size else None
+        return replace(self, resize=resize, mean=tuple(inp.mean), std=tuple(inp.std),
+                       interpolation=inp.interpolation, policy=inp.resize)
+
+    @property
+    def fixed_size(self) -> bool:
+        """Every image comes out at one size (what the pixel cache needs)."""
+        return isinstance(self.resize, tuple) and self.policy == "squash"
 
     @property
     def out_size(self) -> tuple[int, int] | None:
-        return (self.crop, self.crop) if self.crop else self.resize
+        return (self.crop, self.crop) if self.crop else self.resize if self.fixed_size else None
 
 
 def item_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -74,19 +116,28 @@ def crop_params(h: int, w: int, size: int, n: int, train: bool, rng: np.random.G
     return [(int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))) for _ in range(n)]
 
 
-def normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """uint8 or [0,1] float NCHW/CHW -> normalized float."""
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 or [0,1] float NCHW/CHW -> (x - mean) / std per channel, float."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255.0)
-    mean, std = NORMALIZE[kind]
     shape = (-1, 1, 1)
     return (x - x.new_tensor(mean).view(shape)) / x.new_tensor(std).view(shape)
 
 
-def resize_pil(im: Image.Image, size: tuple[int, int] | None) -> Image.Image:
-    if size is None or im.size == (size[1], size[0]):
+def resize_pil(im: Image.Image, size: tuple[int, int] | None, policy: str = "squash",
+               interpolation: str = "bilinear") -> Image.Image:
+    """Resize by `policy` (see `TransformSpec`) with the `interpolation` filter."""
+    if size is None or policy == "native" or size == MODEL_SIZE:
         return im
-    return im.resize((size[1], size[0]), Image.BILINEAR)
+    w, h = im.size
+    if policy == "squash":
+        target = (size[1], size[0])
+    else:
+        s = min(size) / min(w, h) if policy == "shorter" else max(size) / max(w, h)
+        target = (max(1, round(w * s)), max(1, round(h * s)))
+    if im.size == target:
+        return im
+    return im.resize(target, FILTERS[interpolation])
 
 
 def upscale_to(im: Image.Image, crop: int | None) -> tuple[Image.Image, str | None]:
@@ -111,13 +162,13 @@ class ImageDataset(torch.utils.data.Dataset):
         s = self.samples[i]
         try:
             im, note = load_rgb(s.path)
-            im = resize_pil(im, self.spec.resize)
+            im = resize_pil(im, self.spec.resize, self.spec.policy, self.spec.interpolation)
             im, up = upscale_to(im, self.spec.crop)
         except ImageError as e:
             return None, i, e.reason, None
         x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)  # uint8 CHW
         x = apply_crops_flip(x.unsqueeze(0), self.spec, self.train, [item_generator(self.seed, self.epoch, i)])[0]
-        return normalize(x, self.spec.normalize), i, None, "; ".join(t for t in (note, up) if t) or None
+        return normalize(x, self.spec.mean, self.spec.std), i, None, "; ".join(t for t in (note, up) if t) or None
 
 
 def apply_crops_flip(x: torch.Tensor, spec: TransformSpec, train: bool, rngs: list[np.random.Generator]) -> torch.Tensor:
@@ -194,8 +245,8 @@ def reference_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size
                       min_last: int = 1, device: str = "cpu", rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
     """Batches of one epoch, in the seeded order (shuffled when training).
 
-    A last batch smaller than `min_last` joins the one before it (batch-dependent models such
-    as TANet cannot predict a batch of one). Tensors stay on the CPU here; `device` is accepted
+    A last batch smaller than `min_last` joins the one before it (a batch-dependent model
+    cannot predict a batch of one). Tensors stay on the CPU here; `device` is accepted
     for the same signature as the fast path, which augments on the device."""
     ds = ImageDataset(samples, spec, train, seed, epoch)
     chunks = epoch_chunks(len(samples), batch_size, train=train, seed=seed, epoch=epoch, drop_last=drop_last,

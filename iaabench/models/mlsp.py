@@ -35,6 +35,7 @@ the convolutions, zero biases).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import register_model
 from .backbones import freeze, inception_resnet_v2
-from .base import IAAModel, InputSpec
+from .base import UNIT_RANGE, IAAModel, InputSpec
 
 PAPER = "Hosu, Goldluecke, Saupe, Effective Aesthetics Prediction with Multi-level Spatially Pooled Features, CVPR 2019"
 
@@ -219,7 +220,8 @@ class MLSP(IAAModel):
     """
 
     head = "score"
-    input = InputSpec(size=None, resize="native", max_side=DEFAULT_MAX_SIDE)  # full resolution, longer side capped
+    # full resolution, longer side capped; Inception-ResNet-v2's Keras weights take [-1, 1] (x / 127.5 - 1)
+    input = InputSpec(size=None, resize="native", max_side=DEFAULT_MAX_SIDE, mean=UNIT_RANGE[0], std=UNIT_RANGE[1])
     feature_cache = True
     min_input_side = MIN_INPUT_SIDE
 
@@ -230,6 +232,7 @@ class MLSP(IAAModel):
         self.regressor = WideHead() if wide else NarrowHead()
         self.feature_dim = MLSP_CHANNELS * (WIDE_SIDE ** 2 if wide else 1)
         self.max_input_side = int(max_side)
+        self.input = replace(type(self).input, max_side=self.max_input_side)
         self._trunk_sha256: str | None = None
         self.trunk.eval()
 

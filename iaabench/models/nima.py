@@ -17,7 +17,7 @@ from torch import nn
 
 from ..registry import register_model
 from . import backbones
-from .base import IAAModel, InputSpec
+from .base import UNIT_RANGE, IAAModel, InputSpec
 
 PAPER = "Talebi & Milanfar, NIMA: Neural Image Assessment, IEEE TIP 2018"
 
@@ -97,7 +97,11 @@ def nima_vgg16(head="dist", pretrained="default", dropout=0.75):
 @register_model("nima-inception", family="nima", paper=PAPER, heads=("dist",),
                 description="NIMA on ImageNet Inception-v3, standing in for the paper's Inception-v2")
 def nima_inception(head="dist", pretrained="default", dropout=0.75):
-    return _build(_inception_v3, head, pretrained, dropout)
+    model = _build(_inception_v3, head, pretrained, dropout)
+    # Inception weights (Google's, as torchvision and Keras ship them) take inputs in [-1, 1]; the trunk
+    # is built without torchvision's `transform_input`, so the data path delivers that range.
+    model.input = InputSpec(size=299, mean=UNIT_RANGE[0], std=UNIT_RANGE[1])
+    return model
 
 
 @register_model("nima-vgg16-gap", family="nima", paper=PAPER, heads=("dist",),
