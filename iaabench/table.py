@@ -336,19 +336,37 @@ def render(fmt: str = "md", root=None, include_dirty: bool = False, cells=None) 
 
 
 def print_terminal(console, root=None, include_dirty: bool = False, cells=None) -> None:
+    """The leaderboard as rich tables, narrow enough for a terminal: one column per metric holding
+    the value [CI], then the reported number and the difference on a second line."""
+    from rich.markup import escape
     from rich.table import Table
 
     if cells is None:
         cells, _ = cell_frame(root, include_dirty)
-    for title, datasets in _sections(cells):
+    protocol = load_protocol()
+    for _, datasets in _sections(cells):
         for d in datasets:
-            header, body = matrix(cells, d, emph=False)
-            t = Table(title=f"{d}" + (" (smoke test, not a result)" if is_synthetic(d) else ""))
-            keep = [i for i, h in enumerate(header) if not h.endswith(" diff") or any(r[i] for r in body)]
-            for i in keep:
-                t.add_column(header[i])
-            for row in body:
-                t.add_row(*[row[i] for i in keep])
+            metrics = protocol.dataset(d).leaderboard_metrics
+            t = Table(title=f"{d}" + (" (smoke test, not a result)" if is_synthetic(d) else ""), show_lines=True)
+            for h in ["model (recipe, head, mode)", "split", "seeds", *metrics, "notes"]:
+                t.add_column(h, overflow="fold")
+            for _, group in cells[cells["dataset"] == d].groupby(KEY, sort=False):
+                c0 = group.iloc[0]
+                what = ", ".join(x for x in (c0["recipe"], c0["head"], c0["mode"]) if x)
+                by = {r["metric"]: r for _, r in group.iterrows()}
+                vals = []
+                for m in metrics:
+                    c = by.get(m)
+                    if c is None:
+                        vals.append("-")
+                        continue
+                    v = _value_text(c, emph=False)
+                    v = f"[bold]{escape(v)}[/bold]" if c["mark"] == BEST else \
+                        f"[italic]{escape(v)}[/italic]" if c["mark"] == TIED else escape(v)
+                    extra = " ".join(x for x in (_reported_text(c), _diff_text(c)) if x)
+                    vals.append(v + (f"\nreported {escape(extra)}" if extra else ""))
+                t.add_row(escape(_label(c0)) + (f"\n({escape(what)})" if what else ""), escape(c0["split"]),
+                          str(int(c0["n_seeds"]) or ""), *vals, escape(_notes(group)))
             console.print(t)
 
 
