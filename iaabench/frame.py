@@ -70,6 +70,8 @@ def record_rows(path: Path, rec: dict) -> list[dict]:
     split = rec.get("split") or {}
     mode = rec.get("mode") or plan.get("mode") or ("eval-only" if rec.get("training") is None else "trained")
     seed = plan.get("seed", prov.get("seed"))
+    if seed is None:
+        raise ValueError("no seed (provenance.seed)")
     split_seed = rec.get("split_seed", plan.get("split_seed"))
     if split_seed is None:
         split_seed = (split.get("validation") or {}).get("seed", seed)

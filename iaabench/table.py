@@ -110,6 +110,8 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=
             "dirty": df[df["dirty"] & (df["dataset_options"] == "")]["run_id"].nunique() if not include_dirty else 0,
             "unverified": df[~df["verified"]]["run_id"].nunique()}
     df = df[(df["dataset_options"] == "") & (include_dirty | ~df["dirty"])]
+    unknown = sorted(set(df["dataset"]) - set(protocol.datasets))
+    info["problems"] += [f"records on dataset '{d}', which has no entry in {protocol.path}: not shown" for d in unknown]
     df = df[df["dataset"].isin(protocol.datasets)]
     datasets = list(protocol.leaderboard_datasets) + sorted(set(df["dataset"]) - set(protocol.leaderboard_datasets))
     tol = protocol.reproduce_tolerance
@@ -381,8 +383,8 @@ def leaderboard_text(root=None, include_dirty: bool = False) -> str:
     if len(cells):
         test_sel = cells[cells["selection"].map(is_test_selected) & cells["reported"].notna()]
         if len(test_sel):
-            text += ("\n† Reported from a checkpoint selected on the test set (the authors' code reports test "
-                     "metrics every epoch and the best was released), so the number is optimistic: "
+            text += ("\n† Reported from a checkpoint selected on the test set (chosen on test-set metrics: see the "
+                     "card's `selection`), so the number is optimistic: "
                      + "; ".join(sorted({f"{m} on {d}" for m, d in zip(test_sel["model"], test_sel["dataset"])}))
                      + ".\n")
         src = sorted({(m, d, s, k, r) for m, d, s, k, r in zip(cells["model"], cells["dataset"], cells["reported_split"],

@@ -119,17 +119,21 @@ def test_older_records_get_derived_defaults_and_bad_files_are_named_not_fatal():
     other["schema"] = 99
     (folder / "20260101-000000-other.json").write_text(json.dumps(other))
     (folder / "20260101-000000-trunc.json").write_text('{"schema": 1, "model": "tan')
+    del other["provenance"]["seed"]
+    other["schema"] = 1
+    (folder / "20260101-000000-noseed.json").write_text(json.dumps(other))
     df = frame()
     problems = df.attrs["problems"]
     assert any("trunc.json" in p and "unreadable" in p for p in problems)
     assert any("other.json" in p and "schema 99" in p for p in problems)
+    assert any("noseed.json" in p and "no seed" in p for p in problems)
     assert set(df["mode"]) == {"eval-only", "trained"}
     assert set(df["split_seed"]) == {7}  # from split.validation.seed
     for col in ("model", "dataset", "split", "recipe", "head", "mode", "seed", "metric", "value", "ci_low",
                 "ci_high", "run_id"):
         assert col in df.columns
     assert "tanet" in table.render("md")
-    assert "2 unreadable or refused record file(s)" in table.leaderboard_text()
+    assert "3 unreadable or refused record file(s)" in table.leaderboard_text()
 
 
 def test_a_record_without_its_predictions_is_shown_unverified_and_never_ranked():
