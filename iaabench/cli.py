@@ -60,6 +60,9 @@ def _print_metrics(record: dict, path: Path) -> None:
     for name, m in record["metrics"].items():
         v = m.get("value")
         ci = m.get("ci95")
+        if v is not None and v != v:  # NaN: a correlation of constant predictions, with its reason
+            t.add_row(name, "undefined", m.get("warning", ""))
+            continue
         t.add_row(name, "-" if v is None else f"{v:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
     console.print(t)
     if record["counts"]["skipped"]:
