@@ -81,8 +81,17 @@ def test_features_and_heads():
     score = create_model("relic-u", head="score", pretrained="none").eval()
     with torch.no_grad():
         assert score(x).shape == (2, 1)
-    with pytest.raises(ConfigError, match="224"):
+    with pytest.raises(ConfigError, match="6 x 6 feature map"):
         m(parity.make_inputs(1, 192))
+    # as in the release, relic-u's AvgPool2d(7) takes the top-left 7 x 7 window of a larger map
+    u = create_model("relic-u", pretrained="none").eval()
+    x256 = parity.make_inputs(1, 256)
+    with torch.no_grad():
+        out, br = u.forward_with_branches(x256)
+        fmap = u.base_model[0](x256)
+    assert torch.allclose(br["pooled_first8"], fmap[:, :8, :7, :7].mean(dim=(2, 3)), atol=1e-6)
+    with pytest.raises(ConfigError, match="8 x 8 feature map"):
+        m(x256)
 
 
 def test_similarity_map_is_the_clamped_cosine_similarity():

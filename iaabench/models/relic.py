@@ -137,9 +137,18 @@ class ReLIC(IAAModel):
         return self._modules["head"]
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, 224, 224):
-            raise ConfigError(f"ReLIC takes (B, 3, 224, 224) image batches, got {tuple(x.shape)}",
-                              "the release average-pools a 7 x 7 map and compares 49 positions; "
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ConfigError(f"ReLIC takes (B, 3, H, W) image batches, got {tuple(x.shape)}")
+
+    def _check_map(self, fmap: torch.Tensor, x: torch.Tensor) -> None:
+        """The release's AvgPool2d(7) (a fixed window) and 2401-wide edge head need the 7 x 7 map
+        of a 224 x 224 input (relic-u only needs a map that pools to 1 x 1); other sizes fail in
+        the release too, with a shape error: here with the reason."""
+        h, w = fmap.shape[2:]
+        fits = 7 <= h < 14 and 7 <= w < 14 if self.variant == "u" else (h, w) == (7, 7)
+        if not fits:
+            raise ConfigError(f"{MODEL_NAME[self.variant]}: a {tuple(x.shape[2:])} input gives a {h} x {w} feature map; "
+                              "the release's heads need 7 x 7 (AvgPool2d(7), 49 x 49 similarities)",
                               "set the test transform to resize: [224, 224]")
 
     def forward_with_branches(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -148,8 +157,9 @@ class ReLIC(IAAModel):
         self._check_input(x)
         br: dict[str, torch.Tensor] = {}
         if self.two_stage:
-            pooled = self.base_model.base_model(x).flatten(1)
             fmap = self.base_model.sa_model(x)
+            self._check_map(fmap, x)
+            pooled = self.base_model.base_model(x).flatten(1)
             sim = similarity_map(fmap)
             g, e = pooled, sim.flatten(1)
             br["base_pooled_first8"] = pooled[:, :8]
@@ -164,6 +174,7 @@ class ReLIC(IAAModel):
             features = self.base_model[0]
             mid = features[:7](x)  # after the third 32-channel block (28 x 28)
             fmap = features[7:](mid)
+            self._check_map(fmap, x)
             pooled = self.base_model[1](fmap).flatten(1)
             br["mid_features_mean_first8"] = mid.mean(dim=(2, 3))[:, :8]
             br["pooled_first8"] = pooled[:, :8]
