@@ -304,7 +304,8 @@ class EAT(IAAModel):
         self.input = InputSpec(size=IMAGE_SIZE, resize="squash",
                                interpolation="bicubic" if head == "dist" else "bilinear")
         self.patch_proj = nn.Sequential(nn.Conv2d(3, DIMS[0], 4, 4, 0), LayerNormProxy(DIMS[0]))
-        rates = torch.linspace(0, drop_path, sum(DEPTHS)).tolist()
+        n = sum(DEPTHS)
+        rates = [drop_path * i / (n - 1) for i in range(n)]  # linearly 0 .. drop_path (plain floats: meta-safe)
         self.stages = nn.ModuleList()
         size = IMAGE_SIZE // 4
         for i in range(4):
