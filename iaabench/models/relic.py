@@ -292,11 +292,12 @@ def _load_stage_one(model: ReLIC, u_weights: str | None, e_weights: str | None, 
             errors.append((which, e))
     if errors:
         missing = ", ".join(f"{MODEL_NAME[w]} ({STAGE_ONE[w].filename})" for w, _ in errors)
-        runs = (f"finished runs under {runs_dir() / str(stage_one_dataset)}/<relic-u|relic-e>/ "
-                f"(none found)" if stage_one_dataset else "runs of stage one (recipe option stage_one_dataset)")
+        runs = (f"finished runs under {runs_dir() / str(stage_one_dataset)}/<relic-u|relic-e>/ (none found), then "
+                if stage_one_dataset else "")
+        each = "; ".join(f"{MODEL_NAME[w]}: {e.message}" for w, e in errors)
         raise WeightsError(
             f"{MODEL_NAME[model.variant]} trains on top of stage one and needs the trained weights of {missing}: "
-            f"looked for {runs}, then {', '.join(STAGE_ONE[w].filename for w, _ in errors)} in {weights_dir()}",
+            f"looked for {runs}{', '.join(STAGE_ONE[w].filename for w, _ in errors)} in {weights_dir()} ({each})",
             "run stage one first: `iaabench run --model relic-u --dataset D` and `iaabench run --model relic-e "
             "--dataset D` (the recipe's stage_one_dataset picks their newest finished runs), or put the release's "
             "u_model.pth / e_model.pth in the weights folder, or give the options u_weights=PATH e_weights=PATH; "
