@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from pathlib import Path
 
 from rich.table import Table
@@ -127,12 +128,14 @@ def rerun_pinned(only: list[str] | None, device: str, log=print, isa: str | None
             continue
         variant = Variant(p.seed, held, protocol.pinned_threads)
         log(f"re-running {p.name} ({variant.label}) ...")
+        t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="iaabench-check-") as tmp:
             try:
                 rec = run_variant(p, variant, Path(tmp), device=device, pretrained=ref["provenance"].get("pretrained"))
             except IAAError as e:
                 out.append((p.name, str(e), False))
                 continue
+        log(f"  {time.perf_counter() - t0:.0f} s ({rec.get('cpu_seconds')} CPU-s)")
         good, parts = compare(p, ref["metrics"], rec["metrics"])
         here = rec["provenance"].get("machine") or machine()
         parts.append(f"committed on: {describe_machine(ref['provenance'].get('machine'))}")
@@ -245,7 +248,7 @@ def calibrate_pinned(console, only: list[str] | None = None, device: str = "cpu"
             if old is not None:
                 old[0].unlink()
                 (old[0].parent / old[1]["predictions"]).unlink(missing_ok=True)
-            cal["reference"] = f"{dest.relative_to(results_dir().parent) if dest.is_relative_to(results_dir().parent) else dest}/{ref['run_id']}.json"
+            cal["reference"] = f"results/pinned/{ref['dataset']}/{ref['model']}/{ref['run_id']}.json"
             updated[i] = {"tolerance": res["tolerance"], "calibration": cal}
             console.print(f"  reference: {cal['reference']}")
     if updated:
