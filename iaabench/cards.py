@@ -54,6 +54,18 @@ class Recipe:
         d["test_transforms"] = asdict(self.test_transforms)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        """The inverse of `to_dict` (a plan's or a record's resolved recipe)."""
+        def spec(t: dict) -> TransformSpec:
+            t = dict(t)
+            for k in ("resize", "mean", "std"):
+                if isinstance(t.get(k), list):
+                    t[k] = tuple(t[k])
+            return TransformSpec(**t)
+
+        return cls(**{**d, "train_transforms": spec(d["train_transforms"]), "test_transforms": spec(d["test_transforms"])})
+
     def for_input(self, inp) -> "Recipe":
         """This recipe's transforms for a model's declared input (`models.base.InputSpec`): its
         normalisation, filter and resize policy (and its size where the recipe names none)."""

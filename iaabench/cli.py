@@ -73,81 +73,111 @@ def _print_metrics(record: dict, path: Path) -> None:
 DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $IAABENCH_DATA/<dataset>).")
 
 
+#: The options of `run` and `eval`, defined once: (parameter, type, option, the commands taking it).
+RUN_OPTIONS = [
+    ("model", str, typer.Option("nima", "--model", "-m", help="Registered model name (`iaabench models`)."),
+     ("run", "eval")),
+    ("dataset", str, typer.Option("synth-tad66k", "--dataset", "-d", help="Registered dataset (`iaabench datasets`)."),
+     ("run", "eval")),
+    ("data_root", Optional[Path], DataRoot, ("run", "eval")),
+    ("images", Optional[Path], typer.Option(None, help="Image folder, when kept apart from the labels."), ("run", "eval")),
+    ("split", Optional[str], typer.Option(None, help="Split name (default: the protocol's)."), ("run", "eval")),
+    ("split_seed", int, typer.Option(0, "--split-seed", min=0, help="Seed of the validation carve-out from train "
+                                     "(where the split defines no validation set)."), ("run", "eval")),
+    ("recipe", Optional[str], typer.Option(None, help="Recipe of the model's card (default: the card's for this "
+                                           "dataset, else the protocol's)."), ("run", "eval")),
+    ("epochs", Optional[int], typer.Option(None, min=0, help="Override the recipe's epochs."), ("run",)),
+    ("batch_size", Optional[int], typer.Option(None, min=1, help="Override the recipe's training batch size."),
+     ("run",)),
+    ("eval_batch_size", Optional[int], typer.Option(None, "--eval-batch-size", min=1,
+                                                    help="Override the recipe's evaluation batch size."), ("run", "eval")),
+    ("lr", List[str], typer.Option([], "--lr", help="Override a group's learning rate: GROUP=VALUE (repeatable)."),
+     ("run",)),
+    ("seed", Optional[int], typer.Option(None, min=0, help="Seed for initialisation, order and augmentation "
+                                         "(default 0)."), ("run", "eval")),
+    ("seeds", Optional[str], typer.Option(None, "--seeds", help="Several runs, one record per seed: e.g. 0,1,2."),
+     ("run",)),
+    ("device", str, typer.Option("auto", help="cpu, cuda, cuda:N or auto."), ("run", "eval")),
+    ("weights", Optional[Path], typer.Option(None, help="A full state_dict of this model to start from (eval: the "
+                                             "checkpoint to evaluate, e.g. a released one)."), ("run", "eval")),
+    ("pretrained", Optional[str], typer.Option(None, help="Backbone weights: default (resolved offline-first), none, "
+                                               "or a file (default: the recipe's choice)."), ("run", "eval")),
+    ("resume", bool, typer.Option(False, help="Continue the newest unfinished run of this plan."), ("run",)),
+    ("strict", bool, typer.Option(False, help="Stop at the first unusable image instead of skipping it."),
+     ("run", "eval")),
+    ("fast", bool, typer.Option(False, help="Decode once into a cached uint8 array; augment on the device."),
+     ("run", "eval")),
+    ("workers", int, typer.Option(0, min=0, help="Decoding worker processes."), ("run", "eval")),
+    ("option", List[str], typer.Option([], "--option", help="Dataset loader option KEY=VALUE (e.g. test_csv=PATH)."),
+     ("run", "eval")),
+    ("compile", bool, typer.Option(False, "--compile", help="torch.compile the model's forward (worth it on a GPU)."),
+     ("run", "eval")),
+    ("head", Optional[str], typer.Option(None, help="score or dist (default: the recipe's; e.g. dist for TANet's AVA "
+                                         "checkpoint)."), ("run", "eval")),
+]
+
+
+def _run_options(command: str):
+    """Give the decorated `fn(**options)` the signature of `command`'s options (typer reads it)."""
+    import inspect
+
+    def deco(fn):
+        fn.__signature__ = inspect.Signature([
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
+            for name, ann, opt, commands in RUN_OPTIONS if command in commands])
+        return fn
+    return deco
+
+
+def _plans(train: bool, o: dict) -> list:
+    """The plans of a `run`/`eval` command line: one per seed, all resolved (and so checked)
+    before anything runs."""
+    from .plan import RunConfig, parse_seeds, resolve
+
+    if o.get("seeds") is not None and o.get("seed") is not None:
+        raise ConfigError("give --seed or --seeds, not both")
+    seeds = parse_seeds(o["seeds"]) if o.get("seeds") is not None else [o.get("seed") or 0]
+    common = dict(model=o["model"], dataset=o["dataset"], data_root=o["data_root"], images=o["images"],
+                  split=o["split"], split_seed=o["split_seed"], recipe=o["recipe"], epochs=o.get("epochs"),
+                  batch_size=o.get("batch_size"), eval_batch_size=o["eval_batch_size"], lr=_parse_lr(o.get("lr")),
+                  device=_device(o["device"]), weights=o["weights"], pretrained=o["pretrained"],
+                  resume=o.get("resume", False), strict=o["strict"], fast=o["fast"], workers=o["workers"],
+                  dataset_options=_parse_options(o["option"]), compile=o["compile"], head=o["head"], train=train)
+    return [resolve(RunConfig(seed=s, **common)) for s in seeds]
+
+
 @app.command()
-def run(
-    model: str = typer.Option("nima", "--model", "-m", help="Registered model name (`iaabench models`)."),
-    dataset: str = typer.Option("synth-tad66k", "--dataset", "-d", help="Registered dataset (`iaabench datasets`)."),
-    data_root: Optional[Path] = DataRoot,
-    images: Optional[Path] = typer.Option(None, help="Image folder, when kept apart from the labels."),
-    split: Optional[str] = typer.Option(None, help="Split name (default: the protocol's)."),
-    recipe: Optional[str] = typer.Option(None, help="Recipe of the model's card (default: the card's for this dataset)."),
-    epochs: Optional[int] = typer.Option(None, min=0, help="Override the recipe's epochs."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Override the recipe's batch size."),
-    lr: List[str] = typer.Option([], "--lr", help="Override a group's learning rate: GROUP=VALUE (repeatable)."),
-    seed: int = typer.Option(0, help="Seed for initialisation, validation split, order and augmentation."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
-    weights: Optional[Path] = typer.Option(None, help="A full state_dict of this model to start from."),
-    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: default (resolved offline-first), none, "
-                                             "or a file (default: the recipe's choice)."),
-    resume: bool = typer.Option(False, help="Continue the newest unfinished run with this configuration."),
-    strict: bool = typer.Option(False, help="Stop at the first unusable image instead of skipping it."),
-    fast: bool = typer.Option(False, help="Decode once into a cached uint8 array; augment on the device."),
-    workers: int = typer.Option(0, min=0, help="Decoding worker processes."),
-    option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE (e.g. test_csv=PATH)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model's forward (worth it on a GPU)."),
-    head: Optional[str] = typer.Option(None, help="score or dist (default: the recipe's; e.g. dist for TANet's AVA checkpoint)."),
-):
-    """Train (with the card's recipe) and evaluate a model on a dataset; write a result record.
+@_run_options("run")
+def run(**options):
+    """Train (with the card's recipe) and evaluate a model on a dataset; write a result record
+    (one per seed with --seeds).
 
-    Example: iaabench run --model nima --dataset synth-tad66k
+    Example: iaabench run --model nima --dataset synth-tad66k --seeds 0,1,2
     """
-    from .runner import RunConfig, execute
-
-    cfg = RunConfig(model=model, dataset=dataset, data_root=data_root, images=images, split=split, recipe=recipe,
-                    epochs=epochs, batch_size=batch_size, lr=_parse_lr(lr), seed=seed, device=_device(device),
-                    weights=weights, pretrained=pretrained, resume=resume, strict=strict, fast=fast,
-                    workers=workers, dataset_options=_parse_options(option), compile=compile, head=head)
-    with _progress() as progress:
-        record, path = execute(cfg, progress=progress, log=console.print)
-    _print_metrics(record, path)
     from .curves import run_curves
+    from .runner import execute
 
-    if (where := run_curves(record, path)):
-        console.print(where)
+    for plan in _plans(True, options):
+        with _progress() as progress:
+            record, path = execute(plan, progress=progress, log=console.print)
+        _print_metrics(record, path)
+        if (where := run_curves(record, path)):
+            console.print(where)
 
 
 @app.command("eval")
-def eval_(
-    model: str = typer.Option(..., "--model", "-m"),
-    dataset: str = typer.Option(..., "--dataset", "-d"),
-    weights: Optional[Path] = typer.Option(None, help="A full state_dict of this model (e.g. a released checkpoint)."),
-    data_root: Optional[Path] = DataRoot,
-    images: Optional[Path] = typer.Option(None),
-    split: Optional[str] = typer.Option(None),
-    recipe: Optional[str] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Evaluation batch size (default: the recipe's)."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto"),
-    pretrained: Optional[str] = typer.Option(None),
-    strict: bool = typer.Option(False),
-    fast: bool = typer.Option(False),
-    workers: int = typer.Option(0, min=0),
-    option: List[str] = typer.Option([], "--option"),
-    head: Optional[str] = typer.Option(None, help="score or dist (default: the recipe's; e.g. dist for TANet's AVA checkpoint)."),
-):
+@_run_options("eval")
+def eval_(**options):
     """Evaluate a model without training; stores per-image predictions and a record.
 
     Example: iaabench eval --model tanet --dataset tad66k --weights SRCC_513_LCC_531_MSE_016.pth
     """
-    from .runner import RunConfig, execute
+    from .runner import execute
 
-    cfg = RunConfig(model=model, dataset=dataset, data_root=data_root, images=images, split=split, recipe=recipe,
-                    eval_batch_size=batch_size, seed=seed, device=_device(device), weights=weights,
-                    pretrained=pretrained, strict=strict, fast=fast, workers=workers, train=False,
-                    dataset_options=_parse_options(option), head=head)
-    with _progress() as progress:
-        record, path = execute(cfg, progress=progress, log=console.print)
-    _print_metrics(record, path)
+    for plan in _plans(False, options):
+        with _progress() as progress:
+            record, path = execute(plan, progress=progress, log=console.print)
+        _print_metrics(record, path)
 
 
 def _parse_options(values: list[str]) -> dict:
@@ -558,3 +588,133 @@ def main() -> None:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; `--resume` continues from the last checkpoint")
         sys.exit(130)
+
+
+# --- iaabench sweep / iaabench tune (iaabench/sweep.py, iaabench/tune.py) ---------------------
+
+
+def _sweep_run_options(recipe, epochs, batch_size, lr, device, pretrained, fast, workers, option, strict, split,
+                       data_root, head) -> dict:
+    return {"recipe": recipe, "epochs": epochs, "batch_size": batch_size, "lr": _parse_lr(lr), "device": device,
+            "pretrained": pretrained, "fast": fast, "workers": workers, "options": _parse_options(option),
+            "strict": strict, "split": split, "data_root": data_root, "head": head}
+
+
+@app.command()
+def sweep(
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models (default: the leaderboard's)."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", help="Comma-separated datasets (default: the "
+                                           "leaderboard's)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: 0)."),
+    matrix: Optional[Path] = typer.Option(None, "--matrix", help="A YAML matrix file (see iaabench/sweep.py)."),
+    name: Optional[str] = typer.Option(None, "--name", help="The sweep's name: its summary is "
+                                       "results/sweeps/<name>.json (default: leaderboard, the file's, or a hash)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the plans and their state; run nothing."),
+    executor: str = typer.Option("local", "--executor", help="local (this process, one plan after another), slurm "
+                                 "(submitit), ray, or submitit-local (the Slurm path as local processes)."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe for every plan (default: each model's for the dataset)."),
+    epochs: Optional[int] = typer.Option(None, min=0),
+    batch_size: Optional[int] = typer.Option(None, min=1),
+    lr: List[str] = typer.Option([], "--lr", help="GROUP=VALUE for every plan (repeatable)."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto (auto: cuda in Slurm/Ray jobs with GPUs)."),
+    pretrained: Optional[str] = typer.Option(None),
+    fast: bool = typer.Option(False),
+    workers: int = typer.Option(0, min=0),
+    option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE for every plan."),
+    strict: bool = typer.Option(False),
+    split: Optional[str] = typer.Option(None),
+    data_root: Optional[Path] = DataRoot,
+    head: Optional[str] = typer.Option(None),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition."),
+    gpus_per_job: int = typer.Option(1, min=0, help="GPUs per Slurm job or Ray task (with a cuda device)."),
+    cpus_per_job: int = typer.Option(8, min=1, help="CPUs per Slurm job or Ray task."),
+    time_limit: str = typer.Option("24:00:00", "--time", help="Slurm time limit: minutes or [D-]HH:MM:SS; a job "
+                                   "that reaches it is requeued and resumes from its checkpoint."),
+    mem: Optional[str] = typer.Option(None, help="Slurm memory per job (e.g. 64G)."),
+    slurm_option: List[str] = typer.Option([], "--slurm-option", help="Any other sbatch option KEY=VALUE "
+                                           "(e.g. account=abc, qos=high)."),
+    job_array: bool = typer.Option(True, "--job-array/--one-job-per-plan", help="Submit one Slurm job array, or "
+                                   "one job per plan."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the Slurm jobs (and fill the summary)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local "
+                                              "Ray instance)."),
+):
+    """Run a matrix of plans (models x datasets x seeds); skip the done ones, resume the partial ones.
+    Exit code: the number of failed plans (at most 255).
+
+    Examples: iaabench sweep --dry-run;
+    iaabench sweep --models nima,tanet --datasets synth-tad66k --seeds 0,1,2 --device cpu;
+    iaabench sweep --executor slurm --partition gpu --gpus-per-job 1 --time 12:00:00
+    """
+    from .sweep import SlurmOptions, matrix_from_args, parse_key_values, run_sweep
+
+    if device == "auto":
+        device = ("cuda" if gpus_per_job > 0 else "cpu") if executor in ("slurm", "ray") else _device("auto")
+    elif executor == "local":
+        device = _device(device)
+    run = _sweep_run_options(recipe, epochs, batch_size, lr, device, pretrained, fast, workers, option, strict,
+                             split, data_root, head)
+    m = matrix_from_args(models, datasets, seeds, matrix, run, name)
+    slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
+                         time=time_limit, mem=mem, extra=parse_key_values(slurm_option, "--slurm-option"),
+                         array=job_array, wait=wait)
+    out = run_sweep(m, executor=executor, dry_run=dry_run, slurm=slurm, ray_address=ray_address, console=console)
+    if not dry_run:
+        console.print(f"summary: {out['path']}" + (f"; [red]{out['failed']} plan(s) failed[/red]" if out["failed"]
+                                                   else ""))
+    raise typer.Exit(min(out["failed"], 255))
+
+
+@app.command()
+def tune(
+    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    trials: int = typer.Option(20, min=0, help="Trials to run in this call (the study keeps the earlier ones)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite file under "
+                                          "results/tune/); a shared database lets many machines run one study."),
+    study: Optional[str] = typer.Option(None, help="Study name (default: MODEL-DATASET)."),
+    recipe: Optional[str] = typer.Option(None, help="The recipe to tune (default: the card's for the dataset)."),
+    lr_group: List[str] = typer.Option([], "--lr-group", help="Tune only these parameter groups (repeatable)."),
+    lr_range: List[str] = typer.Option([], "--lr-range", help="GROUP=LOW:HIGH, a log-uniform range replacing the "
+                                       "card's for that group (repeatable)."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Also search the batch size among these "
+                                              "(comma-separated)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Every trial trains this many epochs."),
+    epoch_range: Optional[str] = typer.Option(None, "--epoch-range", help="Also search the epochs: LOW,HIGH."),
+    choices: bool = typer.Option(False, "--choices", help="Draw learning rates from the card's released sets "
+                                 "(as the authors' NNI search did), not log-uniformly between their ends."),
+    pruner: str = typer.Option("median", help="median or none."),
+    seed: int = typer.Option(0, help="Seed of every trial's run and of the sampler."),
+    device: str = typer.Option("auto"),
+    fast: bool = typer.Option(False),
+    workers: int = typer.Option(0, min=0),
+    option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE."),
+    split: Optional[str] = typer.Option(None),
+    data_root: Optional[Path] = DataRoot,
+    recipe_name: Optional[str] = typer.Option(None, "--recipe-name", help="Name of the tuned recipe (default: "
+                                              "tuned-STUDY)."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    show: bool = typer.Option(False, "--show", help="Print the study's trials and best parameters; run nothing."),
+    plots: bool = typer.Option(False, "--plots", help="With --show: also draw the study into results/tune/."),
+):
+    """Tune a recipe's per-group learning rates with Optuna on the validation SRCC; write the best
+    trial as a named recipe in baselines/<family>.tuned.yaml.
+
+    Examples: iaabench tune --model tanet --dataset tad66k --trials 50;
+    iaabench tune --model nima --dataset synth-tad66k --show --plots
+    """
+    from .tune import TuneRequest, parse_lr_ranges, parse_pair, run_tune, show_study
+
+    if show:
+        show_study(study, model, dataset, storage, console=console, plots=plots)
+        return
+    if not model or not dataset:
+        raise ConfigError("iaabench tune needs --model and --dataset (or --show)")
+    req = TuneRequest(model=model, dataset=dataset, trials=trials, storage=storage, study=study, recipe=recipe,
+                      lr_groups=list(lr_group), lr_ranges=parse_lr_ranges(lr_range),
+                      batch_sizes=[int(b) for b in (batch_sizes or "").split(",") if b.strip()],
+                      epochs=epochs, epoch_range=parse_pair(epoch_range, "--epoch-range") if epoch_range else None,
+                      choices=choices, pruner=pruner, seed=seed, device=_device(device), fast=fast, workers=workers,
+                      options=_parse_options(option), split=split, data_root=data_root, recipe_name=recipe_name,
+                      timeout=timeout)
+    run_tune(req, console=console)

@@ -117,19 +117,24 @@ def parity_entries() -> dict[str, tuple[str, str]]:
     return out
 
 
-def model_input(name: str, head: str | None = None, **options):
-    """The declared input (`models.base.InputSpec`) of model `name` built with `options`, read
-    from an instance made on PyTorch's meta device (no memory, no weights); a model that cannot
-    be built there is built on the CPU without pretrained weights."""
+def probe_model(name: str, head: str | None = None, **options):
+    """An instance of model `name` built with `options` to read what it declares (its input,
+    whether it is fitted rather than trained), made on PyTorch's meta device (no memory, no
+    weights); a model that cannot be built there is built on the CPU without pretrained weights."""
     import torch
 
     info = model_info(name)
     head = head or info.heads[0]
     try:
         with torch.device("meta"):
-            return info.builder(head=head, pretrained="none", **options).input
+            return info.builder(head=head, pretrained="none", **options)
     except (NotImplementedError, RuntimeError, TypeError, ValueError):
-        return info.builder(head=head, pretrained="none", **options).input
+        return info.builder(head=head, pretrained="none", **options)
+
+
+def model_input(name: str, head: str | None = None, **options):
+    """The declared input (`models.base.InputSpec`) of model `name` built with `options`."""
+    return probe_model(name, head, **options).input
 
 
 def list_datasets() -> list[str]:

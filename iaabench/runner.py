@@ -1,78 +1,43 @@
-"""One benchmark run: dataset -> recipe -> model -> train -> evaluate -> result record.
+"""One benchmark run, executed from its plan: dataset -> batch sources -> model -> train ->
+evaluate -> result record.
 
-Each step is a plain call with plain data between: `DatasetSplits`, a `Recipe`, a model,
-`Predictions`, a record dict. Nothing reaches back up the chain.
+`plan.resolve` makes the `RunPlan` (every choice made, plain data); `execute(plan, rank,
+world_size)` carries it out. Each step is a plain call with plain data between: `DatasetSplits`,
+batch sources, a model, `Predictions`, a record dict. Nothing reaches back up the chain.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import api
-from .cards import Recipe, load_card
+from .cards import Recipe
 from .data.batches import make_source
 from .data.samples import DatasetSplits, carve_validation, sha256_file
-from .errors import IAAError
+from .errors import ConfigError, IAAError
 from .evaluate import predict, score_predictions
-from .losses import check_loss
 from .paths import runs_dir
+from .plan import RunConfig, RunPlan, recipe_for, resolve
 from .protocol import load_protocol
-from .registry import dataset_info, model_info
 from .results import environment, git_state, write_record
 from .train import train
 
-
-@dataclass
-class RunConfig:
-    model: str
-    dataset: str
-    data_root: Path | None = None
-    images: Path | None = None
-    split: str | None = None
-    recipe: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    eval_batch_size: int | None = None
-    lr: dict[str, float] = field(default_factory=dict)
-    seed: int = 0
-    device: str = "cpu"
-    weights: Path | None = None
-    pretrained: str | None = None  # None: the recipe's choice
-    resume: bool = False
-    strict: bool = False
-    fast: bool = False
-    workers: int = 0
-    dataset_options: dict = field(default_factory=dict)
-    train: bool = True  # False: evaluate only (`iaabench eval`)
-    results_root: Path | None = None  # default: results/ (IAABENCH_RESULTS)
-    head: str | None = None  # None: the recipe's head (or the model's first)
-    compile: bool = False  # torch.compile the model's forward (the module, its weights and names stay as they are)
+__all__ = ["RunConfig", "RunPlan", "resolve", "execute", "resolve_recipe", "sources", "run_dir_for"]
 
 
 def resolve_recipe(cfg: RunConfig) -> Recipe:
-    info = model_info(cfg.model)
-    card = load_card(info.family)
-    name = cfg.recipe or card.recipe_name_for(cfg.dataset, cfg.model)
-    return card.recipe(name).with_overrides(cfg.epochs, cfg.batch_size, cfg.lr, cfg.eval_batch_size)
+    """The card's recipe for a request, with its overrides (`plan.recipe_for`)."""
+    return recipe_for(cfg)
 
 
-def _run_key(cfg: RunConfig, recipe: Recipe, data: DatasetSplits) -> str:
-    key = {"model": cfg.model, "dataset": cfg.dataset, "split": data.split, "recipe": recipe.to_dict(),
-           "seed": cfg.seed, "pretrained": cfg.pretrained or recipe.pretrained, "weights": str(cfg.weights or ""),
-           "labels": data.label_files, "fast": cfg.fast}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def run_dir_for(cfg: RunConfig, recipe: Recipe, data: DatasetSplits) -> tuple[Path, bool]:
-    """(checkpoint folder, resumed?). `--resume` continues the newest unfinished run with the
-    same configuration; otherwise a fresh folder, so concurrent runs never share one."""
-    base = runs_dir() / cfg.dataset / cfg.model / _run_key(cfg, recipe, data)
-    if cfg.resume and base.is_dir():
+def run_dir_for(plan: RunPlan) -> tuple[Path, bool]:
+    """(checkpoint folder, resumed?), under `runs/<dataset>/<model>/<plan key>/`. `--resume`
+    continues the newest unfinished run of the same plan; otherwise a fresh folder, so
+    concurrent runs never share one."""
+    base = runs_dir() / plan.dataset / plan.model / plan.key()
+    if plan.resume and base.is_dir():
         unfinished = sorted((p for p in base.iterdir() if (p / "last.pt").is_file() and not (p / "done").exists()),
                             key=lambda p: p.stat().st_mtime)
         if unfinished:
@@ -84,10 +49,11 @@ def run_dir_for(cfg: RunConfig, recipe: Recipe, data: DatasetSplits) -> tuple[Pa
     return base / rid, False
 
 
-def sources(cfg: RunConfig, data: DatasetSplits, model, recipe: Recipe, parts: dict, rank: int = 0,
+def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe, parts: dict, rank: int = 0,
             world_size: int = 1) -> dict:
-    """One batch source per part (train, val, test): cached features for a frozen-trunk model
-    (MLSP), else the cached pixels (`--fast`) or the reference path."""
+    """One batch source per part (train, val, test) on `rank` of `world_size`: cached features
+    for a frozen-trunk model (`feature_cache`), else the cached pixels (`fast`) or the
+    reference path. `cfg` gives seed, device, workers, fast, strict and dataset."""
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
     kw = dict(seed=cfg.seed, rank=rank, world_size=world_size)
     if getattr(model, "feature_cache", False):  # frozen trunk: features once, then the head
@@ -110,60 +76,77 @@ def sources(cfg: RunConfig, data: DatasetSplits, model, recipe: Recipe, parts: d
     return out
 
 
-def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
-    """Run the whole chain and write the record; returns (record, record path)."""
-    info = model_info(cfg.model)
-    dataset_info(cfg.dataset)  # an unknown name gets suggestions before anything else
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(runs_dir().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progress=None,
+            log=print) -> tuple[dict, Path]:
+    """Carry out `plan` (a `RunConfig` is resolved first): train (mode "trained"), evaluate,
+    write the record; returns (record, record path).
+
+    The record stores the plan and its key, the mode, and names the checkpoints under the runs
+    folder (`IAABENCH_RUNS`): `checkpoint`, the weights its metrics come from, and
+    `last_checkpoint`, the newest epoch's (for eval-only, `checkpoint` is `--weights`)."""
+    if isinstance(plan, RunConfig):
+        plan = resolve(plan)
+    if world_size != 1 or rank != 0:
+        raise ConfigError(f"rank {rank} of world size {world_size}: this iaabench executes a plan on one "
+                          "process (world size 1); several ranks need the distributed setup")
     protocol = load_protocol()
-    dp = protocol.dataset(cfg.dataset)
-    recipe = resolve_recipe(cfg)
-    head = cfg.head or recipe.head or info.heads[0]
-    data = api.load_dataset(cfg.dataset, root=cfg.data_root, split=cfg.split or dp.split, images=cfg.images,
-                            strict=cfg.strict, **{**dp.options, **cfg.dataset_options})
-    if cfg.train and recipe.epochs > 0:
-        check_loss(recipe.loss, head=head, has_votes=dataset_info(cfg.dataset).has_votes)
+    dp = protocol.dataset(plan.dataset)
+    recipe = plan.recipe_obj()
+    data = api.load_dataset(plan.dataset, root=plan.data_root, split=plan.split, images=plan.images,
+                            strict=plan.strict, **{**dp.options, **plan.dataset_options})
     scale_max = float(data.scale[1])
     test = data.splits.get("test") or []
     if not test:
-        raise IAAError(f"dataset '{cfg.dataset}' (split {data.split}) has no test images to evaluate")
+        raise IAAError(f"dataset '{plan.dataset}' (split {data.split}) has no test images to evaluate")
     val_fraction = recipe.val_fraction or dp.val_fraction
     if "val" in data.splits:
         train_s, val_s, val_info = data.splits["train"], data.splits["val"], {"source": "defined by the split"}
     else:
-        train_s, val_s = carve_validation(data.splits["train"], val_fraction, cfg.seed)
-        val_info = {"source": "carved from train", "fraction": val_fraction, "seed": cfg.seed}
+        train_s, val_s = carve_validation(data.splits["train"], val_fraction, plan.split_seed)
+        val_info = {"source": "carved from train", "fraction": val_fraction, "seed": plan.split_seed}
     val_info["n"] = len(val_s)
 
-    pretrained = cfg.pretrained or recipe.pretrained
-    torch.manual_seed(cfg.seed)
-    model = api.create_model(cfg.model, head=head, pretrained=pretrained, weights=cfg.weights, **recipe.options)
+    torch.manual_seed(plan.seed)
+    model = api.create_model(plan.model, head=plan.head, pretrained=plan.pretrained, weights=plan.weights,
+                             **recipe.options)
     # closed-form baselines (`constant`) are fitted on the training samples instead of trained
-    fitted = model.fit(train_s, scale_max) if cfg.train and getattr(model, "fits_from_samples", False) else None
-    recipe = recipe.for_input(model.input)  # the model's declared input shapes the data path
-    if cfg.compile:
+    fitted = model.fit(train_s, scale_max) if plan.train and getattr(model, "fits_from_samples", False) else None
+    if plan.compile:
         model.forward = torch.compile(model.forward)
-    training = cfg.train and recipe.epochs > 0
-    src = sources(cfg, data, model, recipe, {"train": train_s if training else [], "val": val_s if training else [],
-                                             "test": test})
+    training = plan.train and recipe.epochs > 0
+    src = sources(plan, data, model, recipe, {"train": train_s if training else [], "val": val_s if training else [],
+                                              "test": test}, rank, world_size)
     outcome = None
-    resumed = False
     t_train = 0.0
+    checkpoint = last_checkpoint = None
     if training:
-        run_dir, resumed = run_dir_for(cfg, recipe, data)
+        run_dir, resumed = run_dir_for(plan)
         if resumed:
             log(f"resuming from {run_dir}")
-        outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=cfg.device, seed=cfg.seed,
-                        run_dir=run_dir, resume=resumed, strict=cfg.strict, progress=progress)
+        outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=plan.device,
+                        seed=plan.seed, run_dir=run_dir, resume=resumed, strict=plan.strict, progress=progress)
         t_train = outcome.train_seconds
+        best = run_dir / "best.pt"
+        last_checkpoint = _relative(run_dir / "last.pt")
+        checkpoint = _relative(best) if best.is_file() else last_checkpoint
+    elif plan.weights:
+        checkpoint = plan.weights
     t0 = time.perf_counter()
     test_notes: dict[str, str] = {}
-    preds, failed = predict(model, src["test"], scale_max=scale_max, device=cfg.device, strict=cfg.strict,
+    preds, failed = predict(model, src["test"], scale_max=scale_max, device=plan.device, strict=plan.strict,
                             progress=progress, notes=test_notes)
     t_eval = time.perf_counter() - t0
     if len(preds.image_id) < 3:
         raise IAAError(f"only {len(preds.image_id)} test images could be evaluated; see the skipped images")
     metrics, per_theme = score_predictions(preds, dp.metrics, scale_max=scale_max, threshold=dp.threshold,
-                                           n_boot=protocol.n_boot, seed=cfg.seed)
+                                           n_boot=protocol.n_boot, seed=plan.seed)
     skipped = [{"where": s.where, "reason": s.reason, "stage": "labels"} for s in data.skipped]
     if outcome:
         skipped += [{"where": w, "reason": r, "stage": "train"} for w, r in sorted(outcome.failed.items())]
@@ -173,8 +156,10 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
     notes += [{"where": w, "note": n, "stage": "test"} for w, n in sorted(test_notes.items())]
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": cfg.model, "family": info.family, "head": head, "dataset": cfg.dataset,
-        "scale": list(data.scale), "dataset_options": {k: v for k, v in cfg.dataset_options.items()},
+        "model": plan.model, "family": plan.family, "head": plan.head, "dataset": plan.dataset,
+        "mode": plan.mode, "plan_key": plan.key(), "plan": plan.to_dict(),
+        "checkpoint": checkpoint, "last_checkpoint": last_checkpoint,
+        "scale": list(data.scale), "dataset_options": dict(plan.dataset_options),
         "split": {"name": data.split, "manifest": data.manifest, "validation": val_info},
         "recipe": recipe.to_dict(),
         "metrics": metrics, "per_theme": per_theme,
@@ -186,13 +171,13 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
                      "resumed_from_epoch": outcome.resumed_from} if outcome else
                     ({"fit": fitted} if fitted else None),
         "provenance": {
-            **git_state(), **environment(cfg.device), "seed": cfg.seed,
+            **git_state(), **environment(plan.device), "seed": plan.seed, "split_seed": plan.split_seed,
             "evaluation": {"batch_size": recipe.eval_batch_size, "order": "dataset order (label files)",
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
                            "data_path": "cached features" if getattr(model, "feature_cache", False) else
-                           "fast (cached pixels)" if cfg.fast else "reference (PIL decode every epoch)"},
-            "pretrained": pretrained, "compiled": cfg.compile,
-            "weights": {"path": str(cfg.weights), "sha256": sha256_file(cfg.weights)} if cfg.weights else None,
+                           "fast (cached pixels)" if plan.fast else "reference (PIL decode every epoch)"},
+            "pretrained": plan.pretrained, "compiled": plan.compile,
+            "weights": {"path": plan.weights, "sha256": sha256_file(plan.weights)} if plan.weights else None,
             "label_files": data.label_files,
             "protocol_sha256": sha256_file(protocol.path),
         },
@@ -200,7 +185,7 @@ def execute(cfg: RunConfig, progress=None, log=print) -> tuple[dict, Path]:
                     "train_images_per_s": round(outcome.images_seen / t_train, 2) if outcome and t_train else None,
                     "eval_images_per_s": round(len(test) / t_eval, 2) if t_eval else None},
     }
-    path = write_record(record, preds, root=cfg.results_root)
+    path = write_record(record, preds, root=Path(plan.results_root) if plan.results_root else None)
     if outcome:
         (run_dir / "done").write_text(str(path) + "\n")
     return record, path
