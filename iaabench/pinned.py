@@ -109,7 +109,9 @@ def isa_environment(isa: str, threads: int, base: dict | None = None) -> dict:
         raise IAAError(f"unknown instruction set '{isa}'", f"known: native, {', '.join(ISA_ENV)}")
     env = {k: v for k, v in (os.environ if base is None else base).items() if k not in ISA_VARS}
     env.update(ISA_ENV.get(isa, {}))
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    # idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads starve the one
+    # working (the partition of the work, and so the numbers, depend on the thread count only)
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"})
     return env
 
 
