@@ -300,7 +300,7 @@ def _load_stage_one(model: ReLIC, u_weights: str | None, e_weights: str | None, 
             f"looked for {runs}{', '.join(STAGE_ONE[w].filename for w, _ in errors)} in {weights_dir()} ({each})",
             "run stage one first: `iaabench run --model relic-u --dataset D` and `iaabench run --model relic-e "
             "--dataset D` (the recipe's stage_one_dataset picks their newest finished runs), or put the release's "
-            "u_model.pth / e_model.pth in the weights folder, or give the options u_weights=PATH e_weights=PATH; "
+            "u_model.pth / e_model.pth in the weights folder, or give the builder options u_weights=PATH e_weights=PATH (create_model, or a recipe's options); "
             "--pretrained none builds random backbones instead")
     pair = model.base_model
     load_into(pair.base_model, stage_one_state("u", found["u"]), found["u"])
