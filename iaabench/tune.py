@@ -1,22 +1,7 @@
 """`iaabench tune`: an Optuna study over a recipe's per-group learning rates (and optionally
 its batch size and epochs), scored by the validation split's SRCC, never the test split's.
 
-The search space comes from the card's `search_space:` section, one entry per recipe (a
-recipe without one inherits its `base:` recipe's):
-
-    search_space:
-      tad66k-authors:
-        source: "where the space comes from"
-        lr:                                   # one entry per parameter group of the recipe
-          aesthetic: {choice: [1.0e-6, 1.0e-7]}   # a released discrete set
-          fusion_head: {low: 1.0e-7, high: 1.0e-5}  # a log-uniform range
-        batch_size: {choice: [40, 48]}        # optional
-        epochs: {low: 10, high: 40}           # optional (integers)
-
-A learning rate is drawn log-uniformly between the lowest and highest value of its entry
-(with `--choices`, from the released set itself, as the authors' NNI search did); an entry
-with one value is fixed. Groups the space does not name, and recipes without a space, get a
-log-uniform range from a tenth to ten times the recipe's value. A trial reports its
+The search space: `iaabench/search_space.py` (the card's `search_space:`, or defaults). A trial reports its
 validation SRCC after every epoch, so the pruner (median by default) stops poor trials; a
 trial whose loss becomes NaN is pruned with that reason. The study lives in an Optuna RDB
 storage (default: an SQLite file under results/tune/), so the same command again continues
@@ -36,163 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, IAAError
+from .search_space import Dim, Space, check_search_space, params_to_overrides, search_space  # noqa: F401
 
-SPACE_KEYS = {"source", "lr", "batch_size", "epochs"}
 OVERLAY_SUFFIX = ".tuned.yaml"
-
-
-# ----------------------------------------------------------------------------------------------
-# Search space
-
-
-def _check_entry(e: Any, where: str, integer: bool = False) -> dict:
-    if not isinstance(e, dict) or not (set(e) == {"choice"} or set(e) == {"low", "high"}):
-        raise ConfigError(f"{where}: expected {{choice: [values]}} or {{low: x, high: y}}, got {e!r}")
-    values = e["choice"] if "choice" in e else [e["low"], e["high"]]
-    if not isinstance(values, list) or not values:
-        raise ConfigError(f"{where}.choice: expected a non-empty list of numbers")
-    for v in values:
-        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok or v <= 0:
-            kind = "positive integers" if integer else "positive numbers"
-            raise ConfigError(f"{where}: expected {kind}, got {v!r}")
-    if "low" in e and e["low"] > e["high"]:
-        raise ConfigError(f"{where}: low {e['low']!r} is above high {e['high']!r}")
-    return e
-
-
-def check_search_space(space: Any, recipes: dict, where: str) -> None:
-    """Validate a card's `search_space:` (called when the card loads); errors name the key."""
-    if not isinstance(space, dict):
-        raise ConfigError(f"{where}: search_space: expected a mapping of recipe name -> space")
-    for name, s in space.items():
-        w = f"{where}: search_space.{name}"
-        if name not in recipes:
-            raise ConfigError(f"{w}: the card has no recipe '{name}'")
-        if not isinstance(s, dict):
-            raise ConfigError(f"{w}: expected a mapping")
-        unknown = sorted(set(s) - SPACE_KEYS)
-        if unknown:
-            raise ConfigError(f"{w}.{unknown[0]}: unknown key", f"allowed keys: {', '.join(sorted(SPACE_KEYS))}")
-        if not isinstance(s.get("lr", {}), dict):
-            raise ConfigError(f"{w}.lr: expected a mapping of parameter group -> range")
-        for g, e in (s.get("lr") or {}).items():
-            _check_entry(e, f"{w}.lr.{g}")
-        for k in ("batch_size", "epochs"):
-            if k in s:
-                _check_entry(s[k], f"{w}.{k}", integer=True)
-
-
-@dataclass(frozen=True)
-class Dim:
-    """One searched dimension: `low`..`high` (log-uniform for learning rates), or a set."""
-
-    name: str
-    low: float
-    high: float
-    choices: tuple = ()
-    log: bool = True
-    integer: bool = False
-
-    @property
-    def fixed(self) -> bool:
-        return self.low == self.high
-
-    def describe(self) -> str:
-        if self.fixed:
-            return f"{self.low:g} (fixed)"
-        if self.choices:
-            return "{" + ", ".join(f"{c:g}" for c in self.choices) + "}"
-        return f"{self.low:g} .. {self.high:g}" + (" (log)" if self.log else "")
-
-    def suggest(self, trial):
-        if self.fixed:
-            return int(self.low) if self.integer else self.low
-        if self.choices:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
-
-
-@dataclass
-class Space:
-    recipe: str
-    source: str
-    dims: list[Dim] = field(default_factory=list)
-
-    def table(self) -> list[tuple[str, str]]:
-        return [(d.name, d.describe()) for d in self.dims]
-
-
-def _dim(name: str, e: dict, choices: bool, integer: bool = False, log: bool = True) -> Dim:
-    values = sorted(set(e["choice"] if "choice" in e else [e["low"], e["high"]]))
-    as_set = tuple(values) if "choice" in e and (choices or integer) and len(values) > 1 else ()
-    return Dim(name, values[0], values[-1], as_set, log=log, integer=integer)
-
-
-def search_space(card, recipe, *, choices: bool = False, lr_groups: list[str] | None = None,
-                 batch_sizes: list[int] | None = None, epochs: tuple[int, int] | None = None) -> Space:
-    """The space of `recipe` (a resolved `Recipe` of `card`): the card's entry for the recipe
-    (or its nearest `base:`), default ranges for the rest. `lr_groups` limits the search to
-    those groups (the others keep the recipe's values); an unknown group is an error."""
-    recipes = card.data["recipes"]
-    entry, name = None, recipe.name
-    spaces = card.data.get("search_space") or {}
-    seen = set()
-    while name is not None and name not in seen:
-        seen.add(name)
-        if name in spaces:
-            entry = spaces[name]
-            break
-        name = (recipes.get(name) or {}).get("base")
-    groups = list(recipe.lr)
-    if lr_groups:
-        bad = [g for g in lr_groups if g not in recipe.lr]
-        if bad:
-            raise ConfigError(f"--lr-group {', '.join(bad)}: recipe '{recipe.name}' of {card.path} has no parameter "
-                              f"group{'s' if len(bad) > 1 else ''} {', '.join(repr(b) for b in bad)}",
-                              f"its groups: {', '.join(recipe.lr)}")
-        groups = [g for g in groups if g in lr_groups]
-    lr_space = (entry or {}).get("lr") or {}
-    bad = [g for g in lr_space if g not in recipe.lr]
-    if bad:
-        raise ConfigError(f"{card.path}: search_space.{name}.lr: recipe '{recipe.name}' has no parameter group "
-                          f"'{bad[0]}'", f"its groups: {', '.join(recipe.lr)}")
-    dims = []
-    for g in groups:
-        if g in lr_space:
-            dims.append(_dim(f"lr.{g}", lr_space[g], choices))
-        elif recipe.lr[g] > 0:
-            v = recipe.lr[g]
-            dims.append(Dim(f"lr.{g}", v / 10, v * 10))
-    if batch_sizes:
-        dims.append(Dim("batch_size", min(batch_sizes), max(batch_sizes), tuple(sorted(set(batch_sizes))),
-                        log=False, integer=True))
-    elif entry and "batch_size" in entry:
-        dims.append(_dim("batch_size", entry["batch_size"], True, integer=True, log=False))
-    if epochs:
-        dims.append(Dim("epochs", epochs[0], epochs[1], log=False, integer=True))
-    elif entry and "epochs" in entry:
-        dims.append(_dim("epochs", entry["epochs"], choices, integer=True, log=False))
-    source = f"{card.path}: search_space.{name}" + (f" ({entry['source']})" if entry.get("source") else "") \
-        if entry else f"default: a tenth to ten times recipe '{recipe.name}''s learning rates (the card has no " \
-                      f"search_space for it)"
-    return Space(recipe.name, source, dims)
-
-
-def params_to_overrides(params: dict, space: Space) -> dict:
-    """A trial's parameters (fixed dimensions included) as `lr`, `batch_size`, `epochs`."""
-    out: dict[str, Any] = {"lr": {}}
-    for d in space.dims:
-        v = params.get(d.name, d.low if d.fixed else None)
-        if v is None:
-            continue
-        if d.name.startswith("lr."):
-            out["lr"][d.name[3:]] = float(v)
-        else:
-            out[d.name] = int(v)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +261,7 @@ def show_study(study: str | None, model: str | None, dataset: str | None, storag
                                                          for k, v in r["params"].items()),
                   r["pruned_reason"] or "")
     console.print(t)
-    out = {"study": study, "storage": _redact(url), "trials": rows, **study_stats(s), "best": None}
+    out = {"study": study, "storage": _redact(url), "counts": study_stats(s), "trials": rows, "best": None}
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     if complete:
         best = s.best_trial
@@ -480,3 +311,187 @@ def plot_study(study, rows: list[dict]) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Trials: train on the train split, score on the validation split; the test split is never read
+
+
+@dataclass
+class TrialData:
+    """What every trial of one call shares: the train and validation samples (the test split
+    is dropped here, so no trial can read it) and the dataset's scale."""
+
+    train: list
+    val: list
+    scale_max: float
+    data: Any  # the loader's DatasetSplits without its test split (it keys the batch caches)
+    val_info: dict
+
+
+def trial_plan(req: TuneRequest, base_name: str, overrides: dict | None = None):
+    """The `RunPlan` of a trial: the recipe with the trial's learning rates, batch size and
+    epochs (what `iaabench run --recipe NAME` resolves for the tuned recipe)."""
+    from .plan import RunConfig, resolve
+
+    ov = overrides or {}
+    return resolve(RunConfig(model=req.model, dataset=req.dataset, recipe=base_name, split=req.split,
+                             epochs=ov.get("epochs", req.epochs), batch_size=ov.get("batch_size"),
+                             lr=dict(ov.get("lr") or {}), seed=req.seed, device=req.device, fast=req.fast,
+                             workers=req.workers, dataset_options=dict(req.options), data_root=req.data_root))
+
+
+def load_trial_data(plan) -> TrialData:
+    """The plan's train and validation samples (carved from train with the plan's split seed
+    where the split defines no validation set, as `execute` does); the test split is dropped."""
+    from dataclasses import replace
+
+    from . import api
+    from .data.samples import carve_validation
+    from .protocol import load_protocol
+
+    dp = load_protocol().dataset(plan.dataset)
+    data = api.load_dataset(plan.dataset, root=plan.data_root, split=plan.split, images=plan.images,
+                            **{**dp.options, **plan.dataset_options})
+    splits = {k: v for k, v in data.splits.items() if k != "test"}  # never handed to a trial
+    if "val" in splits:
+        train_s, val_s, info = splits["train"], splits["val"], {"source": "defined by the split"}
+    else:
+        fraction = plan.recipe_obj().val_fraction or dp.val_fraction
+        train_s, val_s = carve_validation(splits["train"], fraction, plan.split_seed)
+        info = {"source": "carved from train", "fraction": fraction, "seed": plan.split_seed}
+    if len(val_s) < 3:
+        raise IAAError(f"{plan.dataset} ({data.split}): {len(val_s)} validation images; a trial needs at least 3 "
+                       "to compute a validation SRCC")
+    return TrialData(list(train_s), list(val_s), float(data.scale[1]), replace(data, splits=splits),
+                     {**info, "n": len(val_s)})
+
+
+def fit_trial(plan, data: TrialData, run_dir: Path, on_epoch) -> list[dict]:
+    """Train the trial's model (train split), validating every epoch; returns the history.
+    `on_epoch(entry)` may raise optuna.TrialPruned to stop it."""
+    import torch
+
+    from . import api
+    from .runner import sources
+    from .train import train
+
+    recipe = plan.recipe_obj()
+    torch.manual_seed(plan.seed)
+    model = api.create_model(plan.model, head=plan.head, pretrained=plan.pretrained, weights=plan.weights,
+                             **recipe.options)
+    src = sources(plan, data.data, model, recipe, {"train": data.train, "val": data.val})
+    out = train(model, src["train"], src["val"], recipe, scale_max=data.scale_max, device=plan.device,
+                seed=plan.seed, run_dir=run_dir, strict=plan.strict, on_epoch=on_epoch)
+    return out.history
+
+
+def _objective(req: TuneRequest, base, space: Space, data: TrialData, run_root: Path, log):
+    optuna = _optuna()
+
+    def objective(trial) -> float:
+        import shutil
+
+        params = {d.name: d.suggest(trial) for d in space.dims}
+        plan = trial_plan(req, base.name, params_to_overrides(params, space))
+        recipe = plan.recipe_obj()
+        trial.set_user_attr("plan_key", plan.key())
+        trial.set_user_attr("lr", recipe.lr)
+        trial.set_user_attr("batch_size", recipe.batch_size)
+        trial.set_user_attr("epochs", recipe.epochs)
+
+        def on_epoch(entry: dict) -> None:
+            v = entry.get("val_srcc")
+            if v is not None and math.isfinite(v):
+                trial.report(v, entry["epoch"])
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_reason", f"{req.pruner} pruner after epoch {entry['epoch']} "
+                                                         f"(validation SRCC {v:.4f})")
+                    raise optuna.TrialPruned()
+
+        run_dir = run_root / f"trial-{trial.number}"
+        try:
+            history = fit_trial(plan, data, run_dir, on_epoch)
+        except IAAError as e:
+            if "diverged" not in e.message:
+                raise
+            trial.set_user_attr("pruned_reason", f"NaN loss: {e.message}")
+            log(f"trial {trial.number}: pruned ({e.message})")
+            raise optuna.TrialPruned(e.message) from None
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a trial's checkpoints are not kept
+        values = [h["val_srcc"] for h in history if h.get("val_srcc") is not None and math.isfinite(h["val_srcc"])]
+        trial.set_user_attr("history", history)
+        if not values:
+            trial.set_user_attr("pruned_reason", "the validation SRCC is undefined (constant predictions)")
+            raise optuna.TrialPruned("undefined validation SRCC")
+        return max(values)  # the epoch the trainer keeps (best validation SRCC)
+
+    return objective
+
+
+def run_tune(req: TuneRequest, console=None, log=None) -> dict:
+    """Check everything (names, recipe, space, storage, study), then run `req.trials` more
+    trials and write the best trial as a recipe in the card's overlay. Returns a summary."""
+    from .cards import load_card
+    from .paths import runs_dir
+    from .registry import dataset_info, model_info
+
+    say = log or (console.print if console is not None else print)
+    optuna = _optuna()
+    info = model_info(req.model)
+    dataset_info(req.dataset)
+    card = load_card(info.family)
+    from .plan import RunConfig, recipe_for
+
+    base = recipe_for(RunConfig(model=req.model, dataset=req.dataset, recipe=req.recipe, epochs=req.epochs))
+    space = search_space(card, base, choices=req.choices, lr_groups=req.lr_groups or None,
+                         batch_sizes=req.batch_sizes or None, epochs=req.epoch_range)
+    for g, (lo, hi) in req.lr_ranges.items():
+        if g not in base.lr:
+            raise ConfigError(f"--lr-range {g}=...: recipe '{base.name}' has no parameter group '{g}'",
+                              f"its groups: {', '.join(base.lr)}")
+        space.dims = [d for d in space.dims if d.name != f"lr.{g}"] + [Dim(f"lr.{g}", lo, hi)]
+    if req.pruner not in ("median", "none"):
+        raise ConfigError(f"--pruner {req.pruner}: expected median or none")
+    name = req.study or default_study_name(req.model, req.dataset)
+    url = _storage_url(req.storage, name)
+    storage = open_storage(url)
+    identity = _identity(req.model, req.dataset, base.name, req.split, req.options)
+    study = open_study(name, storage, identity, sampler_seed=req.seed, pruner=req.pruner)
+    say(f"study {name} ({_redact(url)}): {len(study.trials)} trial(s) so far; space: {space.source}")
+    for dim, text in space.table():
+        say(f"  {dim}: {text}")
+    if req.trials:
+        data = load_trial_data(trial_plan(req, base.name))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        objective = _objective(req, base, space, data, runs_dir() / "tune" / name, say)
+
+        def report(st, trial) -> None:
+            v = "-" if trial.value is None else f"{trial.value:.4f}"
+            say(f"trial {trial.number}: {trial.state.name.lower()}, validation SRCC {v}"
+                + (f" ({trial.user_attrs['pruned_reason']})" if trial.user_attrs.get("pruned_reason") else ""))
+
+        study.optimize(objective, n_trials=req.trials, timeout=req.timeout, callbacks=[report], catch=())
+    stats = study_stats(study)
+    out = {"study": name, "storage": _redact(url), **stats, "best": None, "overlay": None}
+    if stats["complete"]:
+        best = study.best_trial
+        recipe_name = req.recipe_name or tuned_recipe_name(name)
+        ov = {"lr": best.user_attrs.get("lr", {}), "batch_size": best.user_attrs.get("batch_size"),
+              "epochs": best.user_attrs.get("epochs")}
+        prov = {"study": name, "storage": _redact(url), "model": req.model, "dataset": req.dataset,
+                "split": data.data.split if req.trials else (req.split or ""), "options": identity["options"],
+                "base_recipe": base.name, "trials": stats["trials"], "complete": stats["complete"],
+                "pruned": stats["pruned"], "best_trial": best.number, "validation_srcc": round(best.value, 6),
+                "params": {k: v for k, v in best.params.items()},
+                "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        path = write_overlay(load_card(info.family), base, recipe_name, {k: v for k, v in ov.items() if v}, prov)
+        study.set_user_attr("tuned_recipe", recipe_name)
+        out.update(best={"number": best.number, "value": best.value, "params": dict(best.params)},
+                   overlay=str(path), recipe=recipe_name)
+        say(f"best: trial {best.number}, validation SRCC {best.value:.4f}; recipe '{recipe_name}' written to {path} "
+            f"(iaabench run --model {req.model} --dataset {req.dataset} --recipe {recipe_name})")
+    else:
+        say("no complete trial yet: no recipe written")
+    return out

@@ -121,3 +121,105 @@ def test_parse_helpers():
         tune.parse_lr_ranges(["head=1e-3"])
     assert tune.parse_pair("1,3", "--epoch-range") == (1, 3)
     assert math.isclose(tune.Dim("lr.x", 1e-3, 1e-3).low, 1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real studies on a small synthetic TAD66K (NIMA's 64-px pinned recipe, 1-2 epochs)
+
+
+def _request(tmp_path, **kw):
+    base = dict(model="nima", dataset="synth-tad66k", trials=2, recipe="pinned", epochs=2, device="cpu",
+                options={"n": 100}, storage=f"sqlite:///{tmp_path}/study.db", study="s")
+    return tune.TuneRequest(**{**base, **kw})
+
+
+def _trials(tmp_path, study="s"):
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/study.db").get_trials()
+
+
+@pytest.mark.slow
+def test_two_trials_then_two_more_and_the_recipe_runs(tmp_path, card_dir):
+    out = tune.run_tune(_request(tmp_path), log=lambda *a: None)
+    assert out["trials"] == 2 and out["recipe"] == "tuned-s"
+    out = tune.run_tune(_request(tmp_path), log=lambda *a: None)  # the same command continues the study
+    trials = _trials(tmp_path)
+    assert len(trials) == 4 and out["trials"] == 4 and [t.number for t in trials] == [0, 1, 2, 3]
+    for t in trials:
+        assert t.state.name in ("COMPLETE", "PRUNED")
+        assert set(t.params) == {"lr.backbone", "lr.head"} and 0 < len(t.intermediate_values) <= 2
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    over = yaml.safe_load((card_dir / "nima.tuned.yaml").read_text())
+    assert over["tuned"]["tuned-s"]["trials"] == 4 and over["tuned"]["tuned-s"]["best_trial"] == best.number
+    assert over["tuned"]["tuned-s"]["validation_srcc"] == pytest.approx(best.value, abs=1e-6)
+    from iaabench.plan import RunConfig, resolve
+
+    plan = resolve(RunConfig(model="nima", dataset="synth-tad66k", recipe="tuned-s"))  # what `run --recipe` does
+    assert plan.recipe_name == "tuned-s" and plan.recipe["epochs"] == 2
+    assert plan.recipe["lr"] == {"backbone": best.params["lr.backbone"], "head": best.params["lr.head"]}
+    assert plan.recipe["lr"] == best.user_attrs["lr"] and plan.recipe["batch_size"] == best.user_attrs["batch_size"]
+    shown = tune.show_study("s", None, None, f"sqlite:///{tmp_path}/study.db", console=_Quiet())
+    assert shown["best"]["number"] == best.number and len(shown["trials"]) == 4
+
+
+class _Quiet:
+    def print(self, *a, **k):
+        pass
+
+
+def test_objective_never_reads_the_test_split(tmp_path, card_dir, monkeypatch):
+    from PIL import Image
+
+    from iaabench import api
+
+    class Trap(list):
+        def _no(self, *a, **k):
+            raise AssertionError("a trial touched the test split")
+        __iter__ = __getitem__ = __len__ = __bool__ = __contains__ = _no
+
+    test_paths = set()
+    load = api.load_dataset
+
+    def trapped(*a, **k):
+        data = load(*a, **k)
+        test_paths.update(str(s.path) for s in data.splits["test"])
+        data.splits["test"] = Trap()
+        return data
+
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(api, "load_dataset", trapped)
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: (opened.append(str(fp)), real_open(fp, *a, **k))[1])
+    out = tune.run_tune(_request(tmp_path, trials=1, epochs=1), log=lambda *a: None)
+    assert out["complete"] == 1 and test_paths and opened
+    assert not test_paths & set(opened), "a trial decoded a test image"
+
+
+def test_nan_loss_trial_is_pruned(tmp_path, card_dir, monkeypatch):
+    from iaabench import train
+
+    real = train.get_loss
+
+    def nan_loss(name):  # the recipe's loss, times NaN: the trainer's divergence check sees a NaN mean loss
+        fn = real(name)
+        return lambda *a: fn(*a) * float("nan")
+
+    monkeypatch.setattr(train, "get_loss", nan_loss)
+    out = tune.run_tune(_request(tmp_path, trials=1, epochs=1), log=lambda *a: None)
+    (t,) = _trials(tmp_path)
+    assert t.state.name == "PRUNED" and t.user_attrs["pruned_reason"].startswith("NaN loss")
+    assert out["complete"] == 0 and out["pruned"] == 1 and out["overlay"] is None
+
+
+def test_bad_input_fails_before_any_trial(tmp_path, card_dir, monkeypatch):
+    monkeypatch.setattr(tune, "load_trial_data", lambda *a, **k: pytest.fail("a trial started"))
+    with pytest.raises(ConfigError, match="no parameter group 'trunk'"):
+        tune.run_tune(_request(tmp_path, lr_groups=["trunk"]))
+    with pytest.raises(ConfigError, match="--lr-range trunk"):
+        tune.run_tune(_request(tmp_path, lr_ranges={"trunk": (1e-4, 1e-3)}))
+    with pytest.raises(IAAError, match="cannot open the study database"):
+        tune.run_tune(_request(tmp_path, storage="nosuchdialect://h/db"))
+    st = tune.open_storage(f"sqlite:///{tmp_path}/study.db")
+    tune.open_study("s", st, tune._identity("tanet", "synth-tad66k", "quick", None, {"n": 100}))
+    with pytest.raises(IAAError, match="study 's' was created for model 'tanet'"):
+        tune.run_tune(_request(tmp_path))
+    assert len(_trials(tmp_path)) == 0
