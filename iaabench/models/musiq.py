@@ -187,7 +187,7 @@ class MUSIQ(IAAModel):
     def __init__(self, scales=(224, 384), hidden: int = 384, heads: int = 6, mlp: int = 1152, layers: int = 14,
                  max_side: int = DEFAULT_MAX_SIDE):
         super().__init__()
-        self.scales = tuple(sorted(int(s) for s in scales))
+        self.scales = tuple(sorted(int(s) for s in ((scales,) if isinstance(scales, int) else scales)))
         if not self.scales or min(self.scales) < PATCH or hidden % heads:
             raise ConfigError(f"MUSIQ: scales {scales} must be longer sides >= {PATCH}, hidden {hidden} a multiple of heads {heads}")
         self.max_side = int(max_side)
