@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import check_keys, read_yaml
-from .errors import ConfigError, UnknownNameError, unknown_name
+from .errors import ConfigError, IAAError, UnknownNameError, unknown_name
 from .executors import (SlurmOptions, has_checkpoint, records_by_key, require_sbatch, run_local, run_ray,  # noqa: F401
                         run_submitit, parse_key_values, parse_time_minutes, PlanJob, run_plan)
 from .io import write_json
@@ -209,18 +209,24 @@ def expand(matrix: Matrix) -> tuple[list[PlanEntry], list[dict]]:
     names are reported all at once first (`check_names`)."""
     check_names(matrix)
     plans: dict[str, PlanEntry] = {}
-    skipped = []
+    skipped, bad = [], []
     for cell in matrix.cells:
         try:
             plan = resolve_cell(cell, matrix.run)
         except NoRecipe as e:
             skipped.append({"model": cell.model, "dataset": cell.dataset, "seed": cell.seed, "reason": str(e)})
             continue
+        except IAAError as e:  # every other bad cell, reported together below
+            bad.append(f"{cell.label()}: {e.message}")
+            continue
         key = plan.key()
         if key in plans:
             plans[key].also.append(cell.label())
             continue
         plans[key] = PlanEntry(cell, plan, key)
+    if bad:
+        raise ConfigError(f"{matrix.source or 'the matrix'}: {len(bad)} cell(s) cannot be planned:\n  "
+                          + "\n  ".join(dict.fromkeys(bad)), "nothing was run")
     return list(plans.values()), skipped
 
 
@@ -305,6 +311,14 @@ class Board:
             print(f"[{i}/{len(self.entries)}] {entry.cell.label()} [{entry.state}] {status}{extra}", flush=True)
 
 
+def _print_skipped(skipped: list[dict], console) -> None:
+    seeds: dict[tuple, list] = {}
+    for s in skipped:
+        seeds.setdefault((s["model"], s["dataset"], s["reason"]), []).append(str(s["seed"]))
+    for (model, dataset, reason), ss in seeds.items():
+        console.print(f"skipped: {model} on {dataset} (seed {', '.join(ss)}): {reason}", markup=False, highlight=False)
+
+
 def print_plans(entries: Sequence[PlanEntry], skipped: list[dict], console=None) -> None:
     """The `--dry-run` listing: every plan with its state, then the skipped cells."""
     from rich.console import Console
@@ -323,9 +337,7 @@ def print_plans(entries: Sequence[PlanEntry], skipped: list[dict], console=None)
         for i, e in enumerate(entries, 1):
             print(f"{i}\t{e.cell.model}\t{e.cell.dataset}\tseed {e.cell.seed}\t{_plan_recipe(e.plan)}\t{e.key}\t"
                   f"{e.state}" + (f"\t{e.run_id}" if e.run_id else ""))
-    for s in skipped:
-        console.print(f"skipped: {s['model']} on {s['dataset']} (seed {s['seed']}): {s['reason']}", markup=False,
-                      highlight=False)
+    _print_skipped(skipped, console)
     counts = {s: sum(e.state == s for e in entries) for s in STATES}
     console.print(f"{len(entries)} plan(s): " + ", ".join(f"{n} {s}" for s, n in counts.items()) +
                   f"; {len(skipped)} skipped", markup=False, highlight=False)
@@ -365,9 +377,7 @@ def run_sweep(matrix: Matrix, *, executor: str = "local", dry_run: bool = False,
                     slurm.cpus_per_job, ray_init)
     waiting = any(e.outcome is None for e in entries)
     save(finished=not waiting)
-    for s in skipped:
-        (console or board.console).print(f"skipped: {s['model']} on {s['dataset']}: {s['reason']}", markup=False,
-                                         highlight=False)
+    _print_skipped(skipped, console or board.console)
     failed = [e for e in entries if e.outcome == "failed"]
     return {"path": str(summary_path(matrix.name)), "plans": [e.row() for e in entries], "skipped": skipped,
             "failed": len(failed), "waiting": waiting}
@@ -387,11 +397,12 @@ def resolve_cell(cell: Cell, run: dict):
     from .plan import RunConfig, recipe_for, resolve
 
     opts = cell.options(run)
-    if not opts.get("recipe"):
-        try:  # the card's (or the protocol's) recipe for the dataset, before any override
-            recipe_for(RunConfig(model=cell.model, dataset=cell.dataset))
-        except ConfigError as e:
-            raise NoRecipe(e.message) from None
+    try:  # the named recipe, else the card's (or the protocol's) for the dataset, before any override
+        recipe_for(RunConfig(model=cell.model, dataset=cell.dataset, recipe=opts.get("recipe")))
+    except (ConfigError, UnknownNameError) as e:
+        if not isinstance(e, UnknownNameError) and opts.get("recipe"):
+            raise
+        raise NoRecipe(e.message) from None
     options = _thaw(opts.get("options")) or {}
     cfg = RunConfig(model=cell.model, dataset=cell.dataset, seed=cell.seed, recipe=opts.get("recipe"),
                     epochs=opts.get("epochs"), batch_size=opts.get("batch_size"),

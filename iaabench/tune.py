@@ -123,7 +123,8 @@ def write_overlay(card, base_recipe, name: str, overrides: dict, provenance: dic
         raise ConfigError(f"--recipe-name {name}: {card.path} already has a recipe of that name",
                           "choose another name for the tuned recipe")
     path = overlay_path(card)
-    with FileLock(path.with_name(f".{path.name}.lock"), timeout=60, what=f"{path} is being written"):
+    lock = path.with_name(f".{path.name}.lock")
+    with FileLock(lock, timeout=60, what=f"{path} is being written"):
         old = path.read_text(encoding="utf-8") if path.is_file() else None
         data = read_yaml(path) if old is not None else {"schema": 1, "family": card.family, "recipes": {}, "tuned": {}}
         stats = provenance
@@ -152,6 +153,8 @@ def write_overlay(card, base_recipe, name: str, overrides: dict, provenance: dic
                 atomic_write(path, old)
             load_card.cache_clear()
             raise
+        finally:
+            lock.unlink(missing_ok=True)  # no lock file left beside the card (FileLock copes with a removed one)
     return path
 
 
@@ -288,7 +291,7 @@ def plot_study(study, rows: list[dict]) -> Path:
     from .paths import results_dir
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    done = [r for r in rows if r["value"] is not None]
+    done = [r for r in rows if r["state"] == "COMPLETE"]
     if done:
         xs = [r["number"] for r in done]
         ys = [r["value"] for r in done]
@@ -303,7 +306,8 @@ def plot_study(study, rows: list[dict]) -> Path:
     for r in rows:
         if r["intermediate"]:
             steps = sorted(r["intermediate"])
-            b.plot(steps, [r["intermediate"][k] for k in steps], "--" if r["state"] == "PRUNED" else "-", lw=1)
+            b.plot(steps, [r["intermediate"][k] for k in steps], "--" if r["state"] == "PRUNED" else "-", lw=1,
+                   marker="o", ms=3)
     b.set(xlabel="epoch", ylabel="validation SRCC", title="per epoch (dashed: pruned)")
     fig.tight_layout()
     path = results_dir() / "tune" / f"{study.study_name}.png"

@@ -105,6 +105,7 @@ def test_overlay_recipe_is_read_beside_the_card(card_dir):
     with pytest.raises(ConfigError, match="already has a recipe"):
         tune.write_overlay(cards.load_card("nima"), base, "quick", {"lr": {}}, prov)
     assert [c.family for c in cards.all_cards()].count("nima") == 1  # the overlay is not a card
+    assert not list(card_dir.glob(".*.lock")), "the overlay lock file is removed"
 
 
 def test_overlay_clash_is_an_error_at_load(card_dir):
