@@ -171,12 +171,27 @@ def write_tensorboard(refs: Sequence[str | Path], log_dir: Path) -> list[Path]:
     return written
 
 
+def checkpoint_path(rec: dict, path: Path, key: str = "checkpoint") -> Path | None:
+    """The file a record's `checkpoint` (or `last_checkpoint`) names: relative to the runs folder
+    (`IAABENCH_RUNS`) for a trained run, the `--weights` path as given for an evaluation; the
+    first of those readings that exists (else the runs-folder one, for the message)."""
+    value = rec.get(key)
+    if not value:
+        return None
+    p = Path(value).expanduser()
+    readings = [p] if p.is_absolute() else [runs_dir() / p, path.parent / p, p]
+    return next((c for c in readings if c.is_file()), readings[0])
+
+
 def checkpoint_folder_of(rec: dict, path: Path) -> Path | None:
-    """The run folder holding the record's checkpoints: the record's `checkpoint` field (a path
-    relative to the record), or the run folder whose `done` file names the record."""
-    for key in ("checkpoint", "last_checkpoint"):
-        if rec.get(key):
-            return (path.parent / rec[key]).resolve().parent
+    """The run folder holding a trained run's checkpoints: where its record's `checkpoint` field
+    points, or the run folder whose `done` file names the record (records written before
+    records named their checkpoints)."""
+    if rec.get("training"):
+        for key in ("last_checkpoint", "checkpoint"):
+            ck = checkpoint_path(rec, path, key)
+            if ck is not None and ck.is_file():
+                return ck.resolve().parent
     base = runs_dir() / str(rec.get("dataset")) / str(rec.get("model"))
     if base.is_dir():
         target = str(path.resolve())

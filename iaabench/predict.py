@@ -73,7 +73,7 @@ class Source:
 
 def _locate(ref: str) -> tuple[Path, Path | None, dict | None]:
     """(weight file, record path, record) for a file, record, run id or run folder."""
-    from .curves import checkpoint_folder_of, find_record
+    from .curves import checkpoint_folder_of, checkpoint_path, find_record
     from .paths import runs_dir
 
     p = Path(ref).expanduser()
@@ -89,13 +89,13 @@ def _locate(ref: str) -> tuple[Path, Path | None, dict | None]:
     except IAAError as e:
         raise WeightsError(f"--weights {ref}: no such weight file, record, run id or run folder",
                            e.hint or "pass a checkpoint (.pt), an exported .safetensors, a record or a run id") from None
-    if rec.get("checkpoint"):
-        ck = (rpath.parent / rec["checkpoint"]).resolve()
+    ck = checkpoint_path(rec, rpath)
+    if ck is not None:
         if not ck.is_file():
             raise WeightsError(f"{rpath}: its checkpoint {ck} is not on this machine",
                                "checkpoints stay where the run wrote them (runs/, not committed); "
                                "pass the checkpoint file itself or an exported file")
-        return ck, rpath, rec
+        return ck.resolve(), rpath, rec
     folder = checkpoint_folder_of(rec, rpath)
     if folder is not None:
         return _checkpoint_in(folder, str(folder)), rpath, rec

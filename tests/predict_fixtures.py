@@ -60,8 +60,10 @@ def random_model(seed: int = 0) -> torch.nn.Module:
 def saved_run(root: Path, seed: int = 0, history: list[dict] | None = None) -> dict:
     """{'run_dir', 'best', 'last', 'record', 'record_path', 'results', 'runs'}: a run folder and
     a result record laid out as `iaabench run` writes them (checkpoints `{"model": state, ...}`,
-    the record's `checkpoint`/`last_checkpoint` relative to the record, the run's `done` file
-    naming the record), holding `random_model(seed)`."""
+    the record's `checkpoint`/`last_checkpoint`, the run's `done` file
+    naming the record), holding `random_model(seed)`. The record's `checkpoint` and
+    `last_checkpoint` are relative to the runs folder, as the runner writes them: tests that
+    resolve them set IAABENCH_RUNS to `runs`."""
     recipe = tiny_recipe()
     state = random_model(seed).state_dict()
     run_dir = root / "runs" / "synth-tad66k" / "nima" / "key" / f"run{seed}"
@@ -71,7 +73,7 @@ def saved_run(root: Path, seed: int = 0, history: list[dict] | None = None) -> d
     results = root / "results" / "synth-tad66k" / "nima"
     results.mkdir(parents=True, exist_ok=True)
     rid = f"20261202-000000-run{seed}"
-    rel = Path("..") / ".." / ".." / "runs" / "synth-tad66k" / "nima" / "key" / f"run{seed}"
+    rel = Path("synth-tad66k") / "nima" / "key" / f"run{seed}"  # as the runner names them: under IAABENCH_RUNS
     record = {
         "schema": 1, "run_id": rid, "model": "nima", "family": "nima", "head": "dist", "dataset": "synth-tad66k",
         "scale": [1.0, 10.0], "split": {"name": "official", "manifest": {"name": "official"}, "validation": {}},

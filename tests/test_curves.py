@@ -28,13 +28,20 @@ def runs(tmp_path_factory):
     return [saved_run(root, seed=s, history=_history(3 + s, s)) for s in (0, 1)]
 
 
+@pytest.fixture(autouse=True)
+def _run_folders(runs, monkeypatch):
+    """Records name their checkpoints relative to the runs folder, and run ids are looked up
+    in the results folder: both are the fixture run's."""
+    monkeypatch.setenv("IAABENCH_RUNS", str(runs[0]["runs"]))
+    monkeypatch.setenv("IAABENCH_RESULTS", str(runs[0]["results"]))
+
+
 def _is_png(path):
     with Image.open(path) as im:
         return im.format == "PNG" and im.size[0] > 400
 
 
-def test_plot_curves_overlays_runs_by_id_and_by_path(runs, monkeypatch, tmp_path):
-    monkeypatch.setenv("IAABENCH_RESULTS", str(runs[0]["results"]))
+def test_plot_curves_overlays_runs_by_id_and_by_path(runs, tmp_path):
     out = plot_curves([runs[0]["record"]["run_id"], runs[1]["record_path"]], tmp_path)
     assert out.parent == tmp_path and out.name == f"curves-{runs[0]['record']['run_id']}+1.png"
     assert _is_png(out)
@@ -55,8 +62,7 @@ def test_cli_plot_curves(runs, tmp_path):
     assert r.returncode != 0 and "no-such-run" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_runs_without_history_and_unknown_ids_are_clear_messages(runs, tmp_path, monkeypatch):
-    monkeypatch.setenv("IAABENCH_RESULTS", str(runs[0]["results"]))
+def test_runs_without_history_and_unknown_ids_are_clear_messages(runs, tmp_path):
     evaluated = {**runs[0]["record"], "training": None, "run_id": "eval-only"}
     (tmp_path / "eval.json").write_text(json.dumps(evaluated))
     with pytest.raises(IAAError, match="did not train"):

@@ -26,10 +26,19 @@ def run(tmp_path_factory):
     return saved_run(tmp_path_factory.mktemp("export-run"))
 
 
+@pytest.fixture(autouse=True)
+def _run_folders(run, monkeypatch):
+    """Records name their checkpoints relative to the runs folder, and run ids are looked up
+    in the results folder: both are the fixture run's."""
+    monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
+    monkeypatch.setenv("IAABENCH_RESULTS", str(run["results"]))
+
+
 @pytest.fixture(scope="module")
 def exported(run, tmp_path_factory):
-    path, meta = export(run["record_path"], tmp_path_factory.mktemp("export") / "nima.safetensors")
-    return path, meta
+    with pytest.MonkeyPatch.context() as mp:  # the record names its checkpoint under the runs folder
+        mp.setenv("IAABENCH_RUNS", str(run["runs"]))
+        return export(run["record_path"], tmp_path_factory.mktemp("export") / "nima.safetensors")
 
 
 def _scores(path):

@@ -27,6 +27,14 @@ def run(tmp_path_factory):
     return saved_run(tmp_path_factory.mktemp("tiny-run"))
 
 
+@pytest.fixture(autouse=True)
+def _run_folders(run, monkeypatch):
+    """Records name their checkpoints relative to the runs folder, and run ids are looked up
+    in the results folder: both are the fixture run's."""
+    monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
+    monkeypatch.setenv("IAABENCH_RESULTS", str(run["results"]))
+
+
 def _read(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -89,10 +97,8 @@ def test_scores_match_the_evaluation_path(run, tmp_path):
     np.testing.assert_allclose([r.dist for r in rows], preds.pred_dist, rtol=0, atol=1e-9)
 
 
-def test_weights_may_be_a_record_a_run_id_or_a_run_folder(run, tmp_path, monkeypatch):
+def test_weights_may_be_a_record_a_run_id_or_a_run_folder(run, tmp_path):
     photos = require_shared(*SAMPLE_PHOTOS)
-    monkeypatch.setenv("IAABENCH_RESULTS", str(run["results"]))
-    monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
     ref = predict_files(run["best"], [photos], tmp_path / "a.csv", model="nima", dataset="synth-tad66k")
     s = predict_files(run["record"]["run_id"], [photos], tmp_path / "b.csv")  # model and dataset from the record
     assert (s["model"], s["dataset"], s["head"]) == ("nima", "synth-tad66k", "dist")
@@ -103,8 +109,7 @@ def test_weights_may_be_a_record_a_run_id_or_a_run_folder(run, tmp_path, monkeyp
         assert (path, rpath, rec["run_id"]) == (run["best"], run["record_path"], run["record"]["run_id"])
 
 
-def test_a_record_without_checkpoint_fields_finds_its_run_or_says_what_to_pass(run, tmp_path, monkeypatch):
-    monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
+def test_a_record_without_checkpoint_fields_finds_its_run_or_says_what_to_pass(run, tmp_path):
     old = {k: v for k, v in run["record"].items() if k not in ("checkpoint", "last_checkpoint")}
     folder = tmp_path / "results" / "synth-tad66k" / "nima"
     folder.mkdir(parents=True)
@@ -121,6 +126,10 @@ def test_a_record_without_checkpoint_fields_finds_its_run_or_says_what_to_pass(r
     with pytest.raises(WeightsError, match="names no checkpoint") as e:
         load_source(folder / "orphan.json")
     assert "best.pt" in e.value.hint
+    gone = {**run["record"], "checkpoint": "synth-tad66k/nima/key/elsewhere/best.pt"}
+    (folder / "gone.json").write_text(json.dumps(gone))
+    with pytest.raises(WeightsError, match="is not on this machine"):
+        load_source(folder / "gone.json")
 
 
 def test_exif_orientation_is_applied(run, tmp_path):
