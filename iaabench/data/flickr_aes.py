@@ -47,7 +47,9 @@ splits are not comparable.
 
 Personalized protocol: `list_workers(data)` gives the test workers, and
 `personalized_episode(data, worker, k, seed)` the k images a model adapts on (with that
-worker's own ratings as scores) and the worker's other images it is scored on.
+worker's own ratings as scores) and the worker's other images it is scored on. `iaabench piaa`
+(`iaabench/piaa.py`) runs the whole k-shot protocol, with its own draw seeded by (seed, worker,
+k, repeat).
 
 Third-party files that normalise the ratings (for example the space-separated
 `test_workers_dataset_normalized.csv` of a PIAA repository) are not the original format; given
