@@ -21,6 +21,7 @@ class DatasetProtocol:
     leaderboard_metrics: list[str]
     val_fraction: float
     options: dict = field(default_factory=dict)
+    recipe: str | None = None  # the recipe of a model whose card names none for this dataset
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,10 @@ def load_protocol(path: Path | None = None, calibrating: bool = False) -> Protoc
     datasets = {}
     for name, e in check_keys(d["datasets"], f"{w}: datasets").items():
         where = f"{w}: datasets.{name}"
-        check_keys(e, where, {"split", "metrics", "threshold"}, {"leaderboard_metrics", "val_fraction", "options"})
+        check_keys(e, where, {"split", "metrics", "threshold"},
+                   {"leaderboard_metrics", "val_fraction", "options", "recipe"})
+        if not isinstance(e.get("recipe", ""), str):
+            raise ConfigError(f"{where}.recipe: expected a recipe name, got {e['recipe']!r}")
         for key in ("metrics", "leaderboard_metrics"):
             for m in e.get(key, []):
                 if m not in METRICS:
@@ -91,7 +95,7 @@ def load_protocol(path: Path | None = None, calibrating: bool = False) -> Protoc
             raise ConfigError(f"{where}.threshold: expected a number, got {e['threshold']!r}")
         datasets[name] = DatasetProtocol(name, e["split"], list(e["metrics"]), float(e["threshold"]),
                                          list(e.get("leaderboard_metrics", e["metrics"][:3])), vf,
-                                         dict(e.get("options") or {}))
+                                         dict(e.get("options") or {}), e.get("recipe"))
     lb = check_keys(d["leaderboard"], f"{w}: leaderboard", {"models", "datasets"})
     for ds in lb["datasets"]:
         if ds not in datasets:
