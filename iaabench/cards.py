@@ -8,6 +8,7 @@ its recipe: CLI overrides > the card's recipe > protocol defaults.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -17,15 +18,14 @@ from .config import check_keys, read_yaml
 from .data.pipeline import TransformSpec
 from .errors import ConfigError, UnknownNameError
 from .paths import PROJECT_ROOT
+from .schema import CardSchema, RecipeEntry, Reported, keys, validate
 
-CARD_KEYS = {"schema", "family", "title", "paper", "code", "licence", "variants", "recipes", "recipe_for",
-             "reported", "deviations", "checkpoints", "piaa", "search_space"}
-RECIPE_KEYS = {"base", "description", "optimizer", "lr", "schedule", "epochs", "batch_size", "eval_batch_size",
-               "loss", "head", "transforms", "options", "val_fraction", "pretrained"}
+#: The keys a card, a recipe and a reported row may have: the fields of their schema (iaabench/schema.py).
+CARD_KEYS = keys(CardSchema)
+RECIPE_KEYS = keys(RecipeEntry)
 OPTIMIZERS = {"adam", "adamw", "sgd"}
 SCHEDULES = {"none", "step", "multistep"}
-REPORTED_KEYS = {"model", "dataset", "split", "metric", "value", "source", "note", "ci", "selection", "sd",
-                 "k"}  # k: adaptation images per worker of a personalized (split piaa) number
+REPORTED_KEYS = keys(Reported)
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,16 @@ class Card:
     def title(self) -> str:
         return self.data.get("title", self.family)
 
-    def recipe_name_for(self, dataset: str, model: str | None = None) -> str:
+    def recipe_name_for(self, dataset: str, model: str | None = None, default: str | None = None) -> str:
         """The recipe a model trains with on `dataset`: the variant's own `recipe_for` first,
-        then the card's."""
+        then the card's, then `default` (the protocol's recipe for the dataset, e.g. `quick` for
+        the synthetic ones) when the card has a recipe of that name."""
         variant = self.variants.get(model) or {} if model else {}
-        mapping = {**self.data.get("recipe_for", {}), **(variant.get("recipe_for") or {})}
+        mapping = {**(self.data.get("recipe_for") or {}), **(variant.get("recipe_for") or {})}
         if dataset in mapping:
             return mapping[dataset]
+        if default and default in self.data["recipes"]:
+            return default
         raise ConfigError(f"{self.path}: no recipe for dataset '{dataset}' (recipe_for has: {', '.join(mapping)})",
                           "pass --recipe NAME to choose one of: " + ", ".join(self.data["recipes"]))
 
@@ -158,6 +161,12 @@ def _build_recipe(name: str, r: dict, where: str) -> Recipe:
             raise ConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
     tr = check_keys(r.get("transforms", {}), f"{where}.transforms", set(), {"train", "test"})
     loss = r["loss"]
+    from .losses import LOSSES
+
+    if loss not in LOSSES:
+        close = difflib.get_close_matches(str(loss), list(LOSSES), n=3)
+        raise ConfigError(f"{where}.loss: unknown loss '{loss}'",
+                          f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(LOSSES))}")
     head = r.get("head")  # None: the model's default head
     if head not in (None, "score", "dist"):
         raise ConfigError(f"{where}.head: expected 'score' or 'dist', got {head!r}")
@@ -176,21 +185,34 @@ def cards_dir() -> Path:
     return PROJECT_ROOT / "baselines"
 
 
+#: Extra folders of cards (os.pathsep-separated), searched before `baselines/`: a model added from
+#: outside the repository brings its card along without an edit here.
+CARDS_ENV = "IAABENCH_CARDS"
+
+
+def card_folders() -> list[Path]:
+    extra = [Path(p).expanduser() for p in os.environ.get(CARDS_ENV, "").split(os.pathsep) if p]
+    return [*extra, cards_dir()]
+
+
+def card_path(family: str) -> Path:
+    for folder in card_folders():
+        if (folder / f"{family}.yaml").is_file():
+            return folder / f"{family}.yaml"
+    return cards_dir() / f"{family}.yaml"
+
+
 @lru_cache(maxsize=None)
 def load_card(family: str) -> Card:
-    path = cards_dir() / f"{family}.yaml"
+    path = card_path(family)
     if not path.is_file():
         raise ConfigError(f"no baseline card for '{family}': expected {path}")
     data = read_yaml(path)
-    check_keys(data, str(path), {"schema", "family", "title", "paper", "variants", "recipes"}, CARD_KEYS)
+    validate(data, CardSchema, str(path))  # the typed schema: unknown keys and wrong types, at load
     if data["schema"] != 1:
         raise ConfigError(f"{path}: schema: expected 1, got {data['schema']!r}")
     if data["family"] != family:
         raise ConfigError(f"{path}: family: '{data['family']}' does not match the file name '{family}'")
-    check_keys(data["variants"], f"{path}: variants")
-    check_keys(data["recipes"], f"{path}: recipes")
-    for name, r in data["recipes"].items():
-        check_keys(r, f"{path}: recipes.{name}", set(), RECIPE_KEYS)
     overlay = path.with_name(f"{family}.tuned.yaml")  # recipes written by `iaabench tune`, beside the card
     if overlay.is_file():
         data = _with_overlay(data, overlay)
@@ -198,12 +220,10 @@ def load_card(family: str) -> Card:
         from .tune import check_search_space
 
         check_search_space(data["search_space"], data["recipes"], str(path))
-    for target in data.get("recipe_for", {}).values():
+    for target in (data.get("recipe_for") or {}).values():
         if target not in data["recipes"]:
             raise ConfigError(f"{path}: recipe_for names recipe '{target}', which the card does not define")
     for i, row in enumerate(data.get("reported", []) or []):
-        check_keys(row, f"{path}: reported[{i}]", {"model", "dataset", "split", "metric", "value", "source"},
-                   REPORTED_KEYS)
         if row["model"] not in data["variants"]:
             raise ConfigError(f"{path}: reported[{i}].model: '{row['model']}' is not a variant of this card")
     card = Card(family, path, data)
@@ -223,9 +243,10 @@ def _with_overlay(data: dict, overlay: Path) -> dict:
     for name, r in extra["recipes"].items():
         if name in data["recipes"]:
             raise ConfigError(f"{overlay}: recipes.{name}: the card already defines a recipe of that name")
-        check_keys(r, f"{overlay}: recipes.{name}", set(), RECIPE_KEYS)
+        validate(r, RecipeEntry, f"{overlay}: recipes.{name}")
     return {**data, "recipes": {**data["recipes"], **extra["recipes"]}, "tuned": dict(extra.get("tuned") or {})}
 
 
 def all_cards() -> list[Card]:
-    return [load_card(p.stem) for p in sorted(cards_dir().glob("*.yaml")) if not p.name.endswith(".tuned.yaml")]
+    names = {p.stem for folder in card_folders() for p in folder.glob("*.yaml") if not p.name.endswith(".tuned.yaml")}
+    return [load_card(n) for n in sorted(names)]

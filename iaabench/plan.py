@@ -135,7 +135,8 @@ def recipe_for(req: RunConfig) -> Recipe:
     dataset) with the command line's overrides; not yet shaped by the model's input."""
     info = model_info(req.model)
     card = load_card(info.family)
-    name = req.recipe or card.recipe_name_for(req.dataset, req.model)
+    default = load_protocol().dataset(req.dataset).recipe
+    name = req.recipe or card.recipe_name_for(req.dataset, req.model, default)
     return card.recipe(name).with_overrides(req.epochs, req.batch_size, req.lr, req.eval_batch_size)
 
 

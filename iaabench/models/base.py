@@ -76,6 +76,16 @@ class IAAModel(nn.Module):
     batch_dependent: bool = False
     #: What the model takes as input (size, resize policy, interpolation, normalisation).
     input: InputSpec = InputSpec()
+    #: Sub-module name -> the name the authors' checkpoints give it, where the two differ (TANet
+    #: calls its fusion layer `head`, which is `IAAModel.head`, the head kind, here). `state_dict`
+    #: writes and `load_state_dict` reads the authors' names, so released checkpoints load as they are.
+    state_dict_aliases: dict[str, str] = {}
+
+    def __init__(self):
+        super().__init__()
+        if self.state_dict_aliases:
+            self._register_state_dict_hook(_export_aliases)
+            self._register_load_state_dict_pre_hook(_import_aliases, with_module=True)
 
     @property
     def input_size(self) -> int | None:
@@ -101,3 +111,23 @@ class IAAModel(nn.Module):
             for m in self.frozen_modules():
                 m.eval()
         return self
+
+
+def _renamed(state: dict, prefix: str, mapping: dict[str, str]) -> None:
+    """Rename the keys `prefix + old + "."...` to `prefix + new + "."...` in place, keeping the order."""
+    items = list(state.items())
+    state.clear()
+    for k, v in items:
+        for old, new in mapping.items():
+            if k.startswith(prefix + old + "."):
+                k = prefix + new + k[len(prefix + old):]
+                break
+        state[k] = v
+
+
+def _export_aliases(module: IAAModel, state: dict, prefix: str, local_metadata) -> None:
+    _renamed(state, prefix, module.state_dict_aliases)
+
+
+def _import_aliases(module: IAAModel, state: dict, prefix: str, *args) -> None:
+    _renamed(state, prefix, {new: old for old, new in module.state_dict_aliases.items()})

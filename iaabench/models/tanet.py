@@ -214,6 +214,7 @@ class TANet(IAAModel):
     (our default), "train" lets its statistics follow the training batches (the authors' code).
     """
 
+    state_dict_aliases = {"fusion": "head"}  # the authors' name of the fusion head in their checkpoints
 
     def __init__(self, head: str = "score", branches: tuple[str, ...] = BRANCHES, per_sample: bool = False,
                  places_bn: str = "frozen"):
@@ -241,18 +242,11 @@ class TANet(IAAModel):
             self.head_rgb = nn.Sequential(nn.ReLU(), nn.Dropout(p=0.75), nn.Linear(144 * 144, 10), nn.Softmax(dim=1))
         final = nn.Sigmoid() if head == "score" else nn.Softmax(dim=1)
         fusion = nn.Sequential(nn.ReLU(), nn.Dropout(p=0.75), nn.Linear(10 * len(self.branches), HEAD_OUT[head]), final)
-        # Two contracts share the name `head`: the authors' fusion module is `head` (keys
-        # head.2.weight / head.2.bias), and IAAModel.head is the head kind ("score"/"dist") the
-        # harness reads. The module is registered as child "head" (so state_dict, to(),
-        # train() and loading see it), and the instance attribute `head` holds the kind; the
-        # module is reached through `self.fusion`.
-        nn.Module.__setattr__(self, "head", fusion)
-        object.__setattr__(self, "head", head)
-
-    @property
-    def fusion(self) -> nn.Sequential:
-        """The fusion head (the authors' `head`: ReLU -> Dropout -> Linear -> Sigmoid/Softmax)."""
-        return self._modules["head"]
+        # The authors' fusion head (ReLU -> Dropout -> Linear -> Sigmoid/Softmax) is their `head`
+        # (keys head.2.weight / head.2.bias); here `head` is the head kind, so the module is
+        # `fusion`, saved and loaded under the authors' name (`state_dict_aliases`).
+        self.fusion = fusion
+        self.head = head
 
     def _theme(self, logits: torch.Tensor) -> torch.Tensor:
         w, b = self.hypernet(logits)  # (B, 100), (B, 1)
