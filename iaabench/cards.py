@@ -217,7 +217,7 @@ def load_card(family: str) -> Card:
     if overlay.is_file():
         data = _with_overlay(data, overlay)
     if "search_space" in data:
-        from .tune import check_search_space
+        from .search_space import check_search_space
 
         check_search_space(data["search_space"], data["recipes"], str(path))
     for target in (data.get("recipe_for") or {}).values():
