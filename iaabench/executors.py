@@ -11,13 +11,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import ConfigError, IAAError
 from .paths import results_dir
 
-if TYPE_CHECKING:
-    from .sweep import Board, PlanEntry
+#: Annotations name `sweep.PlanEntry` and `sweep.Board` (never imported here: sweep imports this module).
 
 
 def records_by_key(root: Path | None = None) -> dict[str, tuple[Path, str]]:
