@@ -736,6 +736,11 @@ def tune(
     recipe_name: Optional[str] = typer.Option(None, "--recipe-name", help="Name of the tuned recipe (default: "
                                               "tuned-STUDY)."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    jobs: int = typer.Option(0, min=0, help="Run the trials as this many Slurm jobs on one study (with --executor)."),
+    tune_executor: str = typer.Option("slurm", "--executor", help="With --jobs: slurm or submitit-local."),
+    partition: Optional[str] = typer.Option(None, help="With --jobs: Slurm partition."),
+    gpus_per_job: int = typer.Option(1, min=0, help="With --jobs: GPUs per job."),
+    time_limit: str = typer.Option("24:00:00", "--time", help="With --jobs: Slurm time limit per job."),
     show: bool = typer.Option(False, "--show", help="Print the study's trials and best parameters; run nothing."),
     plots: bool = typer.Option(False, "--plots", help="With --show: also draw the study into results/tune/."),
 ):
@@ -759,4 +764,11 @@ def tune(
                       choices=choices, pruner=pruner, seed=seed, device=_device(device), fast=fast, workers=workers,
                       options=_parse_options(option), split=split, data_root=data_root, recipe_name=recipe_name,
                       timeout=timeout)
+    if jobs:
+        from .executors import SlurmOptions
+        from .tune import run_tune_jobs
+
+        run_tune_jobs(req, jobs, tune_executor, SlurmOptions(partition=partition, gpus_per_job=gpus_per_job,
+                                                             time=time_limit), console=console)
+        return
     run_tune(req, console=console)
