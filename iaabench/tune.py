@@ -434,6 +434,12 @@ def _objective(req: TuneRequest, base, space: Space, data: TrialData, run_root: 
     return objective
 
 
+def load_protocol_split(dataset: str) -> str:
+    from .protocol import load_protocol
+
+    return load_protocol().dataset(dataset).split
+
+
 def run_tune(req: TuneRequest, console=None, log=None) -> dict:
     """Check everything (names, recipe, space, storage, study), then run `req.trials` more
     trials and write the best trial as a recipe in the card's overlay. Returns a summary."""
@@ -485,7 +491,7 @@ def run_tune(req: TuneRequest, console=None, log=None) -> dict:
         ov = {"lr": best.user_attrs.get("lr", {}), "batch_size": best.user_attrs.get("batch_size"),
               "epochs": best.user_attrs.get("epochs")}
         prov = {"study": name, "storage": _redact(url), "model": req.model, "dataset": req.dataset,
-                "split": data.data.split if req.trials else (req.split or ""), "options": identity["options"],
+                "split": req.split or load_protocol_split(req.dataset), "options": identity["options"],
                 "base_recipe": base.name, "trials": stats["trials"], "complete": stats["complete"],
                 "pruned": stats["pruned"], "best_trial": best.number, "validation_srcc": round(best.value, 6),
                 "params": {k: v for k, v in best.params.items()},
@@ -498,4 +504,63 @@ def run_tune(req: TuneRequest, console=None, log=None) -> dict:
             f"(iaabench run --model {req.model} --dataset {req.dataset} --recipe {recipe_name})")
     else:
         say("no complete trial yet: no recipe written")
+    return out
+
+
+class TuneJob:
+    """A Slurm (submitit) job running `trials` trials of one study: many of them share the
+    study through its storage (use a database server, e.g. PostgreSQL, for more than a few)."""
+
+    def __init__(self, req: TuneRequest, env: dict):
+        self.req, self.env = req, dict(env)
+
+    def __call__(self) -> dict:
+        import os
+
+        os.environ.update(self.env)
+        return run_tune(self.req, log=lambda *a, **k: print(*a, flush=True))
+
+    def checkpoint(self, *args, **kwargs):  # preempted or timed out: requeue; finished trials stay in the study
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TuneJob(self.req, self.env))
+
+
+def run_tune_jobs(req: TuneRequest, jobs: int, executor: str, slurm, console=None, cluster: str | None = None) -> dict:
+    """`iaabench tune --jobs N --executor slurm`: the checks of `run_tune` here (no trial), then
+    N jobs that each run their share of `req.trials` on the same study; the overlay is written
+    once more here from the whole study when they are done."""
+    import math as _m
+    from dataclasses import replace
+
+    from .executors import _paths_env, require_sbatch, submitit_executor
+    from .paths import runs_dir
+
+    say = console.print if console is not None else print
+    if executor not in ("slurm", "submitit-local"):
+        raise ConfigError(f"--executor {executor}: tune runs jobs on slurm or submitit-local")
+    if executor == "slurm":
+        require_sbatch()
+    name = req.study or default_study_name(req.model, req.dataset)
+    req = replace(req, study=name, storage=_storage_url(req.storage, name))
+    run_tune(replace(req, trials=0), log=say)  # names, recipe, space, storage and study: errors before any job
+    per = _m.ceil(req.trials / max(jobs, 1))
+    ex = submitit_executor(runs_dir() / "tune" / name / "jobs", cluster or ("slurm" if executor == "slurm" else "local"),
+                           slurm, f"tune-{name}")
+    env = _paths_env()
+    with ex.batch():
+        handles = [ex.submit(TuneJob(replace(req, trials=per), env)) for _ in range(jobs)]
+    say(f"submitted {jobs} job(s) of {per} trial(s) each: {', '.join(str(h.job_id) for h in handles)}")
+    if not slurm.wait:
+        return {"study": name, "jobs": [str(h.job_id) for h in handles]}
+    failed = []
+    for h in handles:
+        try:
+            h.result()
+        except Exception as e:  # noqa: BLE001 -- a failed job is reported; the study keeps its trials
+            failed.append(f"job {h.job_id}: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1]}")
+    for f in failed:
+        say(f"[red]{f}[/red]")
+    out = run_tune(replace(req, trials=0), log=say)
+    out["failed_jobs"] = failed
     return out

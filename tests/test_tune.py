@@ -225,3 +225,16 @@ def test_bad_input_fails_before_any_trial(tmp_path, card_dir, monkeypatch):
     with pytest.raises(IAAError, match="study 's' was created for model 'tanet'"):
         tune.run_tune(_request(tmp_path))
     assert len(_trials(tmp_path)) == 0
+
+
+@pytest.mark.slow
+def test_trials_as_submitit_jobs_share_one_study(tmp_path, card_dir):
+    """`tune --jobs 2 --executor slurm`: here with submitit's DebugExecutor (the jobs run in this
+    process, one after another); each job runs its share of the trials on the same study."""
+    pytest.importorskip("submitit", reason="tune jobs need submitit (pip install 'iaabench[slurm]')")
+    from iaabench.executors import SlurmOptions
+
+    out = tune.run_tune_jobs(_request(tmp_path, trials=2, epochs=1), 2, "submitit-local", SlurmOptions(time="30"),
+                             console=_Quiet(), cluster="debug")
+    assert out["trials"] == 2 and not out["failed_jobs"] and len(_trials(tmp_path)) == 2
+    assert out["recipe"] == "tuned-s" and (card_dir / "nima.tuned.yaml").is_file()
