@@ -39,15 +39,3 @@ def check_keys(d: Any, where: str, required: set[str] = frozenset(), optional: s
         allowed = ", ".join(sorted(required | optional))
         raise ConfigError(f"{where}.{unknown[0]}: unknown key", f"allowed keys: {allowed}")
     return d
-
-
-def typed(d: dict, key: str, where: str, types, default=None):
-    v = d.get(key, default)
-    if v is not None and not isinstance(v, types) or isinstance(v, bool) and bool not in _as_tuple(types):
-        names = "/".join(t.__name__ for t in _as_tuple(types))
-        raise ConfigError(f"{where}.{key}: expected {names}, got {v!r}")
-    return v
-
-
-def _as_tuple(t):
-    return t if isinstance(t, tuple) else (t,)

@@ -112,57 +112,10 @@ def krcc(true, pred) -> float:
     return float(stats.kendalltau(t, p, variant="b").statistic)
 
 
-def accuracy(true, pred, threshold: float) -> float:
-    """Share of images put on the right side of `threshold` (high iff mean > threshold)."""
-    t, p = np.asarray(true), np.asarray(pred)
-    return float(np.mean((t > threshold) == (p > threshold)))
-
-
-def mse(true, pred) -> float:
-    """Mean squared error on the native scale."""
-    d = np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64)
-    return float(np.mean(d * d))
-
-
-def mae(true, pred) -> float:
-    """Mean absolute error on the native scale."""
-    return float(np.mean(np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))))
-
-
-def rmse(true, pred) -> float:
-    """Root mean squared error on the native scale."""
-    return float(np.sqrt(mse(true, pred)))
-
-
-def mse_unit(true, pred, scale_max: float) -> float:
-    """MSE of score / scale_max (TAD66K's "MSE on score / 10")."""
-    return mse(np.asarray(true, dtype=np.float64) / scale_max, np.asarray(pred, dtype=np.float64) / scale_max)
-
-
-def mae_unit(true, pred, scale_max: float) -> float:
-    """MAE of score / scale_max."""
-    return mae(np.asarray(true, dtype=np.float64) / scale_max, np.asarray(pred, dtype=np.float64) / scale_max)
-
-
-def rmse_unit(true, pred, scale_max: float) -> float:
-    """RMSE of score / scale_max."""
-    return float(np.sqrt(mse_unit(true, pred, scale_max)))
-
-
 def emd_per_image(true_dist, pred_dist, r: int) -> np.ndarray:
     """NIMA's EMD of each image: (mean over bins of |CDF_true - CDF_pred|^r)^(1/r), shape (n,)."""
     d = _cdf_diff(np.asarray(true_dist, dtype=np.float64), np.asarray(pred_dist, dtype=np.float64))
     return np.mean(d**r, axis=1) ** (1.0 / r)
-
-
-def emd1(true_dist, pred_dist) -> float:
-    """Mean over images of NIMA's EMD with r = 1."""
-    return float(np.mean(emd_per_image(true_dist, pred_dist, 1)))
-
-
-def emd2(true_dist, pred_dist) -> float:
-    """Mean over images of NIMA's EMD with r = 2 (the EMD that NIMA's paper reports)."""
-    return float(np.mean(emd_per_image(true_dist, pred_dist, 2)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +225,56 @@ METRICS: dict[str, Metric] = {
                      "NIMA EMD (r = 2) of 10-bin distributions, per image, then averaged", "10-bin CDF"),
     ]
 }
+
+
+def _value(name: str, true, pred, **ctx) -> float:
+    return float(METRICS[name].fn(np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64), **ctx))
+
+
+# The metrics as plain functions, computed by the registry's own terms (one implementation each).
+def accuracy(true, pred, threshold: float) -> float:
+    """Share of images put on the right side of `threshold` (high iff mean > threshold)."""
+    return _value("accuracy", true, pred, threshold=threshold)
+
+
+def mse(true, pred) -> float:
+    """Mean squared error on the native scale."""
+    return _value("mse", true, pred)
+
+
+def mae(true, pred) -> float:
+    """Mean absolute error on the native scale."""
+    return _value("mae", true, pred)
+
+
+def rmse(true, pred) -> float:
+    """Root mean squared error on the native scale."""
+    return _value("rmse", true, pred)
+
+
+def mse_unit(true, pred, scale_max: float) -> float:
+    """MSE of score / scale_max (TAD66K's "MSE on score / 10")."""
+    return _value("mse_unit", true, pred, scale_max=scale_max)
+
+
+def mae_unit(true, pred, scale_max: float) -> float:
+    """MAE of score / scale_max."""
+    return _value("mae_unit", true, pred, scale_max=scale_max)
+
+
+def rmse_unit(true, pred, scale_max: float) -> float:
+    """RMSE of score / scale_max."""
+    return _value("rmse_unit", true, pred, scale_max=scale_max)
+
+
+def emd1(true_dist, pred_dist) -> float:
+    """Mean over images of NIMA's EMD with r = 1."""
+    return _value("emd1", true_dist, pred_dist)
+
+
+def emd2(true_dist, pred_dist) -> float:
+    """Mean over images of NIMA's EMD with r = 2 (the EMD that NIMA's paper reports)."""
+    return _value("emd2", true_dist, pred_dist)
 
 
 def get_metric(name: str) -> Metric:

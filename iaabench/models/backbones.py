@@ -68,12 +68,6 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-@torch.no_grad()
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-
 # --- timm Inception-ResNet-v2 (MLSP) -------------------------------------------------------
 # The TF-slim ImageNet weights as timm publishes them on the Hugging Face hub; the same
 # checkpoint underlies Keras' InceptionResNetV2, which the MLSP authors used.
