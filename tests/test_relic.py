@@ -193,7 +193,7 @@ def test_stage_two_loads_the_newest_finished_stage_one_runs(tmp_path, monkeypatc
 def test_stage_two_trains_only_the_head_and_gate(backbone_bn):
     m = create_model("relic-plusplus", pretrained="none", backbone_bn=backbone_bn)
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
-    assert trainable == {"fc.weight", "fc.bias", "fc1.weight", "fc1.bias", "head.2.weight", "head.2.bias"}
+    assert trainable == {"fc.weight", "fc.bias", "fc1.weight", "fc1.bias", "regressor.2.weight", "regressor.2.bias"}
     assert sum(p.numel() for p in m.param_groups()["all"]) == sum(p.numel() for n, p in m.named_parameters() if n in trainable)
     m.train()
     bn = m.base_model.sa_model[0][0][1]

@@ -101,6 +101,7 @@ class ReLIC(IAAModel):
     """One of the five ReLIC models (`variant` in VARIANTS); see the module docstring."""
 
     input = InputSpec(size=224, resize="squash", interpolation="bilinear")
+    state_dict_aliases = {"regressor": "head"}  # the release's name of the head in its checkpoints
 
     def __init__(self, variant: str = "relic", head: str = "dist", backbone_bn: str = "train"):
         super().__init__()
@@ -126,15 +127,11 @@ class ReLIC(IAAModel):
             self.relu = nn.Tanh()  # the release's attribute names: `relu` is a Tanh, `sm` a Sigmoid
             self.fc1 = nn.Linear(64, 2)
             self.sm = nn.Sigmoid()
-        # As in TANet: the release's module is called `head` (keys head.2.*), and IAAModel.head
-        # is the head kind the harness reads; the module is reached through `self.regressor`.
-        nn.Module.__setattr__(self, "head", _make_head(head, HEAD_IN[variant]))
-        object.__setattr__(self, "head", head)
-
-    @property
-    def regressor(self) -> nn.Sequential:
-        """The release's `head` module."""
-        return self._modules["head"]
+        # The release's module is called `head` (keys head.2.*), a name IAAModel.head (the head
+        # kind the harness reads) already has: it is `regressor` here, saved and loaded under the
+        # release's name (`state_dict_aliases`), as TANet does with its fusion head.
+        self.regressor = _make_head(head, HEAD_IN[variant])
+        self.head = head
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
