@@ -52,6 +52,7 @@ class Protocol:
     n_boot: int
     pinned_isa: str = "avx2"  # the instruction set `check` holds the math libraries to for its re-runs
     pinned_threads: int = 2
+    bench_targets: tuple = ()  # `bench.targets`: what `iaabench bench` records are checked against
 
     def dataset(self, name: str) -> DatasetProtocol:
         if name not in self.datasets:
@@ -71,7 +72,7 @@ def load_protocol(path: Path | None = None, calibrating: bool = False) -> Protoc
     path = Path(path or default_path())
     d = read_yaml(path)
     w = str(path)
-    check_keys(d, w, {"version", "datasets", "leaderboard", "pinned", "tolerances"}, {"defaults", "pinned_environment"})
+    check_keys(d, w, {"version", "datasets", "leaderboard", "pinned", "tolerances"}, {"defaults", "pinned_environment", "bench"})
     if d["version"] != 1:
         raise ConfigError(f"{w}: version: expected 1, got {d['version']!r}")
     defaults = check_keys(d.get("defaults", {}), f"{w}: defaults", set(), {"val_fraction", "n_boot"})
@@ -113,7 +114,23 @@ def load_protocol(path: Path | None = None, calibrating: bool = False) -> Protoc
     tol = check_keys(d["tolerances"], f"{w}: tolerances", {"recompute", "reproduced"})
     return Protocol(path, 1, datasets, list(lb["models"]), list(lb["datasets"]), pinned,
                     float(tol["recompute"]), {k: float(v) for k, v in tol["reproduced"].items()},
-                    int(defaults.get("n_boot", 1000)), isa, threads)
+                    int(defaults.get("n_boot", 1000)), isa, threads, _bench_targets(d.get("bench"), w))
+
+
+def _bench_targets(bench, w: str) -> tuple:
+    """`bench: {targets: [...]}`: each target names what is measured and the minimum it must reach."""
+    if bench is None:
+        return ()
+    check_keys(bench, f"{w}: bench", {"targets"})
+    out = []
+    for i, t in enumerate(bench["targets"] or []):
+        where = f"{w}: bench.targets[{i}]"
+        check_keys(t, where, {"id", "what", "device", "metric", "min", "unit"},
+                   {"model", "gpu", "cores", "dataset_prefix"})
+        if not isinstance(t["min"], (int, float)) or isinstance(t["min"], bool):
+            raise ConfigError(f"{where}.min: expected a number, got {t['min']!r}")
+        out.append({"model": None, **t, "min": float(t["min"])})
+    return tuple(out)
 
 
 def _pinned(p: dict, where: str, datasets: dict, calibrating: bool) -> Pinned:
