@@ -49,39 +49,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .bench_report import SCHEMA, bench_dir, format_record
 from .errors import IAAError
-from .paths import PROJECT_ROOT, results_dir
-
-SCHEMA = 1
-
-#: The issue's targets. These are requirements, not measurements: the performance page checks
-#: each against the newest matching record and says "not measured yet" where there is none.
-TARGETS = [
-    {"id": "tanet-train-h100", "what": "TANet training, end to end from JPEG files", "model": "tanet",
-     "device": "cuda", "gpu": "H100", "metric": "train", "min": 3000.0, "unit": "images/s"},
-    {"id": "nima-train-h100", "what": "NIMA-MobileNetV2 training, end to end from JPEG files", "model": "nima",
-     "device": "cuda", "gpu": "H100", "metric": "train", "min": 4500.0, "unit": "images/s"},
-    {"id": "mobilenet-eval-h100", "what": "MobileNet-class evaluation (NIMA-MobileNetV2), end to end",
-     "model": "nima", "device": "cuda", "gpu": "H100", "metric": "eval", "min": 5000.0, "unit": "images/s"},
-    {"id": "cpu-cached-vs-reference", "what": "Cached data path vs reference data path, 2 CPU cores, synthetic data",
-     "model": None, "device": "cpu", "cores": 2, "metric": "data_vs_reference", "min": 3.0, "unit": "x"},
-]
-
-PHASE_TITLES = {
-    "cache_build": "cache build (decode once, PIL)",
-    "cache_build_gpu": "cache build (decode once, GPU)",
-    "data": "data path (fast)",
-    "model_step": "model step alone",
-    "train": "training, end to end",
-    "eval": "evaluation, end to end",
-    "reference_data": "reference data path",
-    "reference_train": "reference training, end to end",
-}
-
-
-def bench_dir() -> Path:
-    return results_dir() / "bench"
-
 
 # --------------------------------------------------------------------------- measuring
 
@@ -211,6 +180,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     the two data paths alone (on a CPU the model phases take minutes)."""
     from . import api
     from .cards import load_card
+    from .protocol import load_protocol
     from .data.cache import can_cache, open_cache
     from .data.batches import CachedSource, ReferenceSource
     from .data.pipeline import Batch
@@ -230,7 +200,9 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
 
     info = model_info(model_name)
     card = load_card(info.family)
-    recipe_name = recipe or card.recipe_name_for(dataset_name)
+    protocol = load_protocol()
+    default = protocol.datasets[dataset_name].recipe if dataset_name in protocol.datasets else None
+    recipe_name = recipe or card.recipe_name_for(dataset_name, model_name, default)
     rec = card.recipe(recipe_name)
     bs = batch_size or rec.batch_size
     ebs = eval_batch_size or batch_size or rec.eval_batch_size
@@ -373,177 +345,11 @@ def _jsonable(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-# --------------------------------------------------------------------------- reporting
+# The report (the printed table, the records read back, docs/performance.md) lives in bench_report.
+from .bench_report import PHASE_TITLES, read_bench_records, targets, write_performance_page  # noqa: E402,F401
 
 
-def _mem(r: dict) -> str:
-    if "peak_gpu_bytes" in r:
-        return f"{r['peak_gpu_bytes'] / 2**30:.2f} GiB GPU"
-    if "peak_rss_bytes" in r:
-        return f"{r['peak_rss_bytes'] / 2**30:.2f} GiB RSS"
-    return ""
-
-
-def format_record(record: dict) -> str:
-    """The printed table: images/s, peak memory and the ratio to the reference path."""
-    res = record["results"]
-    ref = {"data": res.get("reference_data"), "train": res.get("reference_train")}
-    lines = [f"{'measurement':34s} {'images/s':>10s}  {'peak memory':>16s}  vs reference"]
-    for phase, title in PHASE_TITLES.items():
-        r = res.get(phase)
-        if not r:
-            continue
-        vs = ""
-        if phase in ref and ref[phase] and ref[phase].get("images_per_s"):
-            vs = f"{r['images_per_s'] / ref[phase]['images_per_s']:.2f}x"
-        ips = _fmt(r.get("images_per_s"))
-        lines.append(f"{title:34s} {ips:>10s}  {_mem(r):>16s}  {vs}")
-    for name, c in record.get("cache", {}).items():
-        if c.get("reused"):
-            lines.append(f"({name} cache reused from an earlier build: {c['folder']})")
-    return "\n".join(lines)
-
-
-def read_bench_records(folder: str | Path | None = None) -> list[dict]:
-    out = []
-    for p in sorted(Path(folder or bench_dir()).glob("*.json")):
-        try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a record being written by another process, or not a record
-        if rec.get("kind") == "bench" and rec.get("schema") == SCHEMA:
-            rec["path"] = str(p)
-            out.append(rec)
-    return sorted(out, key=lambda r: r["date"])
-
-
-def _ips(rec: dict, phase: str) -> float | None:
-    return (rec["results"].get(phase) or {}).get("images_per_s")
-
-
-def _matches(target: dict, rec: dict) -> bool:
-    if rec["device"]["kind"] != target["device"]:
-        return False
-    if target.get("model") and rec["model"] != target["model"]:
-        return False
-    if target.get("gpu") and target["gpu"] not in rec["device"]["name"]:
-        return False
-    if target.get("cores") and rec["device"].get("cpu_cores") != target["cores"]:
-        return False
-    if target["id"] == "cpu-cached-vs-reference" and not rec["dataset"].startswith("synth-"):
-        return False
-    return True
-
-
-def _target_value(target: dict, rec: dict) -> float | None:
-    if target["metric"] in ("train", "eval"):
-        return _ips(rec, target["metric"])
-    return rec.get("ratios", {}).get(target["metric"])
-
-
-def _fmt(v, digits=0) -> str:
-    if v is None:
-        return "-"
-    if digits == 0 and abs(v) < 10:
-        digits = 1 if abs(v) >= 1 else 2
-    return f"{v:,.{digits}f}"
-
-
-def _times(v) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def write_performance_page(folder: str | Path | None = None, out: str | Path | None = None) -> Path:
-    """Generate `docs/performance.md` from the bench records (device, date, numbers, command)."""
-    records = read_bench_records(folder)
-    out = Path(out) if out else PROJECT_ROOT / "docs" / "performance.md"
-    gpu = [r for r in records if r["device"]["kind"] == "cuda"]
-    cpu = [r for r in records if r["device"]["kind"] == "cpu"]
-    lines = [
-        "# Performance",
-        "",
-        "<!-- Generated by `iaabench bench` (iaabench.bench.write_performance_page) from the records in",
-        "     results/bench/. Do not edit by hand: rerun the benchmark instead. -->",
-        "",
-        "Every number on this page was measured by `iaabench bench` and is copied from its record in "
-        "`results/bench/` (device, date and the command that produced it are given with each). "
-        "Images/s count images, not crops. *Training* and *evaluation* are end to end: the fast path reads "
-        "pixels decoded once from the JPEG files into the cache and augments them on the device; the "
-        "*reference* path decodes every JPEG with PIL in DataLoader workers every epoch, as the authors' "
-        "scripts do, and feeds the same training step. On the CPU, peak memory is the process's peak "
-        "resident size so far (it only grows within a run); on a GPU it is the peak allocated during that "
-        "measurement.",
-        "",
-        "## Targets",
-        "",
-        "| target | required | measured | status | record |",
-        "|---|---:|---:|---|---|",
-    ]
-    for t in TARGETS:
-        matching = [r for r in records if _matches(t, r) and _target_value(t, r) is not None]
-        req = f"{t['min']:,.0f} {t['unit']}" if t["unit"] != "x" else f"{t['min']:.1f}x"
-        if not matching:
-            lines.append(f"| {t['what']} | {req} | - | not measured yet | - |")
-            continue
-        for r in matching:  # every measurement, eager and compiled alike: none is hidden
-            v = _target_value(t, r)
-            shown = f"{v:,.0f} {t['unit']}" if t["unit"] != "x" else f"{v:.2f}x"
-            shown += " (torch.compile)" if r.get("compile") else ""
-            status = "met" if v >= t["min"] else "not met"
-            lines.append(f"| {t['what']} | {req} | {shown} | {status} | {r['date']}, {r['device']['name']} |")
-    lines += ["", "## GPU", ""]
-    if not gpu:
-        lines += ["GPU numbers: **not measured yet.** They come from `scripts/gpu_bench.sh`, run on a GPU machine; "
-                  "no GPU number is ever estimated.", ""]
-    else:
-        lines += _table(gpu)
-    lines += ["## CPU", ""]
-    lines += _table(cpu) if cpu else ["No CPU record yet.", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from .results import atomic_write_text
-
-    atomic_write_text(out, "\n".join(lines).rstrip() + "\n")
-    return out
-
-
-def _latest(records: list[dict]) -> list[dict]:
-    """The newest record of each configuration."""
-    seen = {}
-    for r in records:
-        k = (r["model"], r["dataset"], r["recipe"], r["device"]["name"], r["batch_size"], r["eval_batch_size"],
-             r.get("compile"), r.get("workers"), r.get("data_only"))
-        seen[k] = r
-    return sorted(seen.values(), key=lambda r: (r["device"]["name"], r["model"], r["dataset"], r["batch_size"]))
-
-
-def _table(records: list[dict]) -> list[str]:
-    lines = ["| model | dataset (recipe) | device | date | batch | workers | cache build | data path | model step | "
-             "training | evaluation | reference training | training vs reference | data vs reference | peak memory |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    commands = []
-    for i, r in enumerate(_latest(records), 1):
-        res, ratios = r["results"], r.get("ratios", {})
-        peak = _mem(res.get("train") or res.get("data") or {})
-        lines.append(
-            f"| {r['model']}{' (compiled)' if r.get('compile') else ''}{' (data only)' if r.get('data_only') else ''} | "
-            f"{r['dataset']} ({r['recipe']}) | "
-            f"{r['device']['name']} | {r['date'][:10]} | {r['batch_size']}/{r['eval_batch_size']} | {r['workers']} | "
-            f"{_fmt(_ips(r, 'cache_build'))} | {_fmt(_ips(r, 'data'))} | {_fmt(_ips(r, 'model_step'))} | "
-            f"{_fmt(_ips(r, 'train'))} | {_fmt(_ips(r, 'eval'))} | {_fmt(_ips(r, 'reference_train'))} | "
-            f"{_times(ratios.get('train_vs_reference'))} | {_times(ratios.get('data_vs_reference'))} | {peak} |")
-        gpu_dec = res.get("cache_build_gpu")
-        if gpu_dec and gpu_dec.get("images_per_s"):
-            gpu_dec = (f"; cache build with GPU decoding {_fmt(gpu_dec['images_per_s'])} images/s, mean "
-                       f"|difference| from PIL's pixels {gpu_dec['mean_abs_diff_vs_pil']} levels "
-                       f"(max {gpu_dec['max_abs_diff_vs_pil']})")
-        elif gpu_dec and gpu_dec.get("error"):
-            gpu_dec = f"; cache build with GPU decoding failed: {gpu_dec['error']}"
-        else:  # none, or reused from an earlier run (not timed)
-            gpu_dec = ""
-        jpeg = r.get("images", {}).get("jpeg", {})
-        size = f"{jpeg.get('mean_width', 0):.0f}x{jpeg.get('mean_height', 0):.0f} px JPEGs" if jpeg else "images"
-        commands.append(f"{i}. {r['model']} / {r['dataset']} on {r['device']['name']}, {r['date']} "
-                        f"({r['images']['train']} training {size}; torch {r['versions']['torch']}; "
-                        f"record `{Path(r['path']).name}`{gpu_dec}): `{r['command']}`")
-    lines += ["", "Images/s unless marked x. Batch: training/evaluation. Commands, in table order:", "", *commands, ""]
-    return lines
+def __getattr__(name: str):
+    if name == "TARGETS":  # the protocol's bench targets (benchmark.yaml, bench.targets)
+        return targets()
+    raise AttributeError(f"module 'iaabench.bench' has no attribute {name!r}")
