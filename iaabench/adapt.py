@@ -90,8 +90,7 @@ def _check_params(method: str, p: dict, where: str) -> None:
 
 
 def head_of(model, name: str):
-    """The sub-module `name` (named_modules, so TANet's `head` module is found even though its
-    attribute `head` is the head kind)."""
+    """The sub-module `name`, looked up in `named_modules()` (not by attribute)."""
     mods = dict(model.named_modules())
     if name not in mods:
         raise ConfigError(f"piaa.head_module: model '{getattr(model, 'registered_name', type(model).__name__)}' has "
