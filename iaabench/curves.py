@@ -87,6 +87,7 @@ def plot_curves(refs: Sequence[str | Path], out: Path | None = None) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = metric_names([h for _, h in runs])
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
@@ -103,6 +104,7 @@ def plot_curves(refs: Sequence[str | Path], out: Path | None = None) -> Path:
                 ax.axvline(best, color=f"C{j % 10}", lw=0.6, ls=":")
         ax.set_title(name + (" (dotted: chosen epoch)" if name.startswith("val_") else ""), fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
     fig.tight_layout()
