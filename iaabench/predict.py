@@ -25,7 +25,7 @@ import html
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -193,13 +193,11 @@ def load_source(weights: str | Path, *, model: str | None = None, dataset: str |
 
 def transform_spec(d: dict, model, where: str) -> TransformSpec:
     """The test-time transform of a stored recipe (`d`: its `test_transforms`) for `model`: the
-    recipe's geometry; normalisation, filter and resize policy from the model's declared input
-    where the data layer takes them from there (`TransformSpec.with_input`), else the recipe's
-    `normalize`."""
-    own = {f.name for f in fields(TransformSpec)}
-    keep = {"resize", "crop", "flip", "crops"} | ({"normalize"} & own)
-    spec = TransformSpec.from_dict({k: v for k, v in d.items() if k in keep}, where)
-    return spec.with_input(model.input) if hasattr(spec, "with_input") else spec
+    recipe's geometry (resize, crop, flip, crops); normalisation, filter and resize policy are
+    the model's declared input (`TransformSpec.with_input`), as in training and evaluation.
+    Other keys (records made before models declared their input said `normalize`) are ignored."""
+    spec = TransformSpec.from_dict({k: v for k, v in d.items() if k in ("resize", "crop", "flip", "crops")}, where)
+    return spec.with_input(model.input)
 
 
 def _build(name: str, heads: list[str], state: dict, options: dict, pretrained: str, path: Path):
@@ -278,8 +276,7 @@ class Row:
 
 def prepare(im: Image.Image, spec: TransformSpec, model, index: int, seed: int = 0) -> torch.Tensor:
     """One decoded image -> (crops, C, H, W) normalized, as the evaluation path transforms it."""
-    im = resize_pil(im, spec.resize, spec.policy, spec.interpolation) if hasattr(spec, "policy") else \
-        resize_pil(im, spec.resize)
+    im = resize_pil(im, spec.resize, spec.policy, spec.interpolation)
     if getattr(model, "feature_cache", False):  # native-resolution models: the extractor's size limits
         from .features import fit_size
 
@@ -287,7 +284,7 @@ def prepare(im: Image.Image, spec: TransformSpec, model, index: int, seed: int =
     im, _ = upscale_to(im, spec.crop)
     x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
     x = apply_crops_flip(x.unsqueeze(0), spec, False, [item_generator(seed, 0, index)])[0]
-    return normalize(x, spec.mean, spec.std) if hasattr(spec, "mean") else normalize(x, spec.normalize)
+    return normalize(x, spec.mean, spec.std)
 
 
 def upright(im: Image.Image) -> Image.Image:
