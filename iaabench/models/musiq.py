@@ -183,6 +183,7 @@ class MUSIQ(IAAModel):
     head = "dist"
     input = InputSpec(size=None, resize="native", interpolation="bicubic", mean=(0.0, 0.0, 0.0),
                       std=(1.0, 1.0, 1.0), max_side=DEFAULT_MAX_SIDE)
+    state_dict_aliases = {"classifier": "head"}  # the port's name of the AVA head in its checkpoints
 
     def __init__(self, scales=(224, 384), hidden: int = 384, heads: int = 6, mlp: int = 1152, layers: int = 14,
                  max_side: int = DEFAULT_MAX_SIDE):
@@ -198,13 +199,12 @@ class MUSIQ(IAAModel):
         self.block1 = Bottleneck()
         self.embedding = nn.Linear(256 * (PATCH // 4) ** 2, hidden)
         self.transformer_encoder = Encoder(hidden, heads, mlp, layers, len(self.scales) + 1)
-        # The port's AVA head is the child module `head` (keys head.0.*), while IAAModel.head is
-        # the head kind the harness reads ("dist", a class attribute): the module is registered
-        # under that name directly and reached through `_head()`.
-        self._modules["head"] = nn.Sequential(nn.Linear(hidden, 10), nn.Softmax(dim=-1))
+        # The port's AVA head (keys head.0.*): `classifier` here, saved and loaded under the port's
+        # name (`state_dict_aliases`), since IAAModel.head is the head kind the harness reads.
+        self.classifier = nn.Sequential(nn.Linear(hidden, 10), nn.Softmax(dim=-1))
 
     def _head(self) -> nn.Module:
-        return self._modules["head"]
+        return self.classifier
 
     def tokens(self, x: torch.Tensor):
         """Same-size images (B, 3, h, w) in [0, 1] -> (patches, positions, scale ids, mask)."""
