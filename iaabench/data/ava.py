@@ -37,6 +37,7 @@ in `paths.cache_dir()/index/`, keyed by the file's sha256, so a second load skip
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -52,6 +53,21 @@ from .samples import DatasetSplits, Sample, Skipped, sha256_file
 NAME = "ava"
 SCALE = (1.0, 10.0)
 SPLITS = ("official", "tanet-random", "manifest")
+
+
+JPGL_ROW = re.compile(r"^\d+$")
+
+
+@L.register_sniffer
+def _sniff(first: str) -> str | None:
+    """This layout's label files, recognised by their first line (for error messages)."""
+    if L.AVA_ROW.match(first):
+        return "AVA.txt (AVA labels: index, image id, 10 vote counts, 2 tags, challenge)"
+    if first.lower().startswith("image_id,score2"):
+        return "a TANet AVA split CSV (image_id,score2..score11,tag1,tag2,tag3)"
+    if JPGL_ROW.match(first):
+        return "an AVA image list (.jpgl: one image id per line)"
+    return None
 COLUMNS = 15  # index, id, 10 counts, tag1, tag2, challenge
 _COLUMNS_TEXT = "15 columns (index, image id, 10 vote counts, 2 tag ids, challenge id)"
 _MAX_VALUE = 2**31 - 1  # ids and counts are stored as int32 in the cache

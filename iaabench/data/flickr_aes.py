@@ -62,6 +62,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -73,6 +74,23 @@ from .samples import DatasetSplits, Sample, Skipped
 NAME = "flickr-aes"
 SCALE = (1.0, 5.0)
 SPLITS = ("workers", "workers-random")
+
+
+NAME_SCORE = re.compile(r"^\S+\.(jpe?g|png)\s+[-+0-9.eE]+$", re.IGNORECASE)
+
+
+@L.register_sniffer
+def _sniff(first: str) -> str | None:
+    """This layout's label files (and a known derivative), recognised by their first line."""
+    low = first.lower()
+    if '"' in first and "imagepair" in low and "," not in first:
+        return ("a third party's normalised FLICKR-AES derivative (space-separated, quoted header), "
+                "not an original FLICKR-AES file")
+    if low.replace(" ", "") == "worker,imagepair,score":
+        return "FLICKR-AES_image_labeled_by_each_worker.csv (FLICKR-AES per-worker ratings)"
+    if NAME_SCORE.match(first):
+        return "FLICKR-AES_image_score.txt (FLICKR-AES `<image name> <score>` lines)"
+    return None
 #: The shipped list of the 37 PIAA test workers (ids, their sha256 and their source).
 PUBLISHED_WORKERS = Path(__file__).with_name("splits") / "flickr_aes_piaa_test_workers.json"
 #: The header of the PIAA repositories' normalised per-worker files (`worker " imagePair" " score"`).

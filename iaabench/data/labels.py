@@ -176,13 +176,22 @@ def parse_int(text: str, path: Path, line: int, what: str, problems: Problems, l
 # ----------------------------------------------------------------------------- wrong files
 
 AVA_ROW = re.compile(r"^\d+(\s+\d+){14}$")
-_JPGL_ROW = re.compile(r"^\d+$")
-_NAME_SCORE = re.compile(r"^\S+\.(jpe?g|png)\s+[-+0-9.eE]+$", re.IGNORECASE)
+
+
+#: Each loader registers what its label files look like: `fn(first line) -> description or None`.
+SNIFFERS: list = []
+
+
+def register_sniffer(fn):
+    """Register `fn(first non-blank line) -> str | None` (a loader describing its own formats)."""
+    SNIFFERS.append(fn)
+    return fn
 
 
 def sniff(path: str | Path) -> str | None:
     """What a label file looks like, from its first bytes and first non-blank line, so that an
-    error can say "this is AVA.txt, not TAD66K's merge/train.csv"; None when unrecognised."""
+    error can say "this is AVA.txt, not TAD66K's merge/train.csv"; None when unrecognised.
+    Binary and empty files are recognised here, label formats by their loaders' sniffers."""
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
@@ -194,22 +203,10 @@ def sniff(path: str | Path) -> str | None:
     first = next((ln.strip() for ln in text.replace("\r", "\n").split("\n") if ln.strip()), "")
     if not first:
         return "an empty file"
-    low = first.lower()
-    if AVA_ROW.match(first):
-        return "AVA.txt (AVA labels: index, image id, 10 vote counts, 2 tags, challenge)"
-    if low.startswith("image_id,score2"):
-        return "a TANet AVA split CSV (image_id,score2..score11,tag1,tag2,tag3)"
-    if low.replace(" ", "") == "image,score":
-        return "a TAD66K label CSV (image,score)"
-    if '"' in first and "imagepair" in low and "," not in first:
-        return ("a third party's normalised FLICKR-AES derivative (space-separated, quoted header), "
-                "not an original FLICKR-AES file")
-    if low.replace(" ", "") == "worker,imagepair,score":
-        return "FLICKR-AES_image_labeled_by_each_worker.csv (FLICKR-AES per-worker ratings)"
-    if _NAME_SCORE.match(first):
-        return "FLICKR-AES_image_score.txt (FLICKR-AES `<image name> <score>` lines)"
-    if _JPGL_ROW.match(first):
-        return "an AVA image list (.jpgl: one image id per line)"
+    for fn in SNIFFERS:
+        found = fn(first)
+        if found:
+            return found
     return None
 
 

@@ -31,6 +31,12 @@ from .samples import DatasetSplits, Sample
 NAME = "tad66k"
 SCALE = (1.0, 10.0)
 SPLITS = ("official",)
+
+
+@L.register_sniffer
+def _sniff(first: str) -> str | None:
+    """This layout's label files, recognised by their first line (for error messages)."""
+    return "a TAD66K label CSV (image,score)" if first.lower().replace(" ", "") == "image,score" else None
 HEADER = ("image", "score")
 ROOT_HINT = "the TAD66K folder (--data-root) holds merge/ and unmerge/ from the authors' dataset.zip"
 
