@@ -186,14 +186,16 @@ class MUSIQ(IAAModel):
     state_dict_aliases = {"classifier": "head"}  # the port's name of the AVA head in its checkpoints
 
     def __init__(self, scales=(224, 384), hidden: int = 384, heads: int = 6, mlp: int = 1152, layers: int = 14,
-                 max_side: int = DEFAULT_MAX_SIDE):
+                 max_side: int = DEFAULT_MAX_SIDE, fixed_size: int | None = None):
         super().__init__()
         self.scales = tuple(sorted(int(s) for s in ((scales,) if isinstance(scales, int) else scales)))
         if not self.scales or min(self.scales) < PATCH or hidden % heads:
             raise ConfigError(f"MUSIQ: scales {scales} must be longer sides >= {PATCH}, hidden {hidden} a multiple of heads {heads}")
         self.max_side = int(max_side)
-        self.input = InputSpec(size=None, resize="native", interpolation="bicubic", mean=(0.0, 0.0, 0.0),
-                               std=(1.0, 1.0, 1.0), max_side=self.max_side)
+        # fixed_size: the data path squashes to that square (quick CPU recipes batch equal sizes);
+        # the default is the paper's native resolution.
+        self.input = InputSpec(size=fixed_size, resize="squash" if fixed_size else "native", interpolation="bicubic",
+                               mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), max_side=None if fixed_size else self.max_side)
         self.notes: list[str] = []
         self.conv_root, self.gn_root = StdConv(3, 64, 7, 2), nn.GroupNorm(32, 64, eps=1e-6)
         self.block1 = Bottleneck()
@@ -290,6 +292,6 @@ def _create(head: str, pretrained: str | None, **kw) -> MUSIQ:
                 description="MUSIQ with the AVA head (multi-scale native-resolution patch transformer, 10 bins, EMD)",
                 parity={"musiq_ava": "dist"})
 def musiq(head="dist", pretrained="default", scales=(224, 384), hidden=384, heads=6, mlp=1152, layers=14,
-          max_side=DEFAULT_MAX_SIDE):
+          max_side=DEFAULT_MAX_SIDE, fixed_size=None):
     return _create(head, pretrained, scales=scales, hidden=hidden, heads=heads, mlp=mlp, layers=layers,
-                   max_side=max_side)
+                   max_side=max_side, fixed_size=fixed_size)
