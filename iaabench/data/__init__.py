@@ -3,7 +3,10 @@ registers its datasets: adding a dataset is adding a loader module (and its prot
 import importlib
 import pkgutil
 
-_SHARED = {"samples", "images", "pipeline", "cache", "fast", "labels", "verify"}
+# Shared modules register nothing: the synthetic image generator and the layouts' synthetic
+# writers are used by `synthetic` (which registers the synth-* datasets).
+_SHARED = {"samples", "images", "pipeline", "cache", "fast", "labels", "verify",
+           "synthetic_images", "tad66k_synthetic", "ava_synthetic", "flickr_aes_synthetic"}
 
 for _m in pkgutil.iter_modules(__path__):
     if not _m.name.startswith("_") and _m.name not in _SHARED:
