@@ -90,6 +90,19 @@ def test_no_import_cycle():
             visit(n)
 
 
+MAX_MODULE_LINES = 600
+#: Modules still over the limit, to be split (reported to the lead, not exempted for good):
+#: `cli.py` (774 lines) holds every command. Remove a name here once its module is split.
+OVER_THE_LIMIT = {"iaabench.cli"}
+
+
+def test_no_module_is_over_600_lines():
+    lines = {n: len(p.read_text(encoding="utf-8").splitlines()) for n, p in _modules().items()}
+    over = sorted(f"{n} ({k} lines)" for n, k in lines.items() if k > MAX_MODULE_LINES and n not in OVER_THE_LIMIT)
+    assert not over, f"modules over {MAX_MODULE_LINES} lines (split them, one concern per module): {', '.join(over)}"
+    fixed = sorted(n for n in OVER_THE_LIMIT if lines.get(n, 0) <= MAX_MODULE_LINES)
+    assert not fixed, f"back under {MAX_MODULE_LINES} lines (or gone): remove from OVER_THE_LIMIT: {', '.join(fixed)}"
+
 
 def test_the_data_layer_names_no_model():
     """The data layer reads a model's declared input; it never imports or names a model."""
