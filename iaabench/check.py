@@ -225,7 +225,8 @@ def calibrate_pinned(console, only: list[str] | None = None, device: str = "cpu"
             console.print(f"calibrating {p.name} (standard: ISA {protocol.pinned_isa}, {protocol.pinned_threads} threads)")
             root = Path(tmp) / str(i)
             try:
-                res = calibrate(p, lambda pin, v: run_variant(pin, v, root, device=device), protocol.pinned_isa,
+                res = calibrate(p, lambda pin, v: run_variant(pin, v, root, device=device, calibrating=True),
+                                protocol.pinned_isa,
                                 protocol.pinned_threads, seeds=seeds or MIN_SEEDS, log=console.print, jobs=jobs)
             except IAAError as e:
                 console.print(f"[red]{p.name}: {e}[/red]")

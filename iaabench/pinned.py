@@ -160,12 +160,13 @@ class Variant:
 
 
 def run_variant(pin, variant: Variant, results_root: Path, device: str = "cpu", pretrained: str | None = None,
-                log=print) -> dict:
+                log=print, calibrating: bool = False) -> dict:
     """Run pinned entry `pin` as `variant` in a fresh interpreter; returns its record (written
-    under `results_root`/<dataset>/<model>/, with `provenance.machine` added)."""
+    under `results_root`/<dataset>/<model>/, with `provenance.machine` added). `calibrating`: the
+    child loads benchmark.yaml as `check --calibrate` does (an entry not derived yet is accepted)."""
     spec = {"model": pin.model, "dataset": pin.dataset, "seed": variant.seed, "recipe": pin.recipe,
             "options": dict(pin.options), "device": device, "results_root": str(results_root),
-            "threads": variant.threads, "pretrained": pretrained}
+            "threads": variant.threads, "pretrained": pretrained, "calibrating": bool(calibrating)}
     with tempfile.TemporaryDirectory(prefix="iaabench-pinned-") as tmp:
         out = Path(tmp) / "record.json"
         spec["out"] = str(out)
@@ -206,6 +207,8 @@ def _child(spec: dict) -> None:
     from .io import atomic_write
     from .runner import RunConfig, execute
 
+    if spec.get("calibrating"):
+        _load_protocol_calibrating()
     rec, path = execute(RunConfig(model=spec["model"], dataset=spec["dataset"], seed=spec["seed"],
                                   recipe=spec["recipe"] or None, dataset_options=spec["options"],
                                   device=spec["device"], results_root=Path(spec["results_root"]),
@@ -217,6 +220,24 @@ def _child(spec: dict) -> None:
 
     use = resource.getrusage(resource.RUSAGE_SELF)
     Path(spec["out"]).write_text(json.dumps({"record": str(path), "cpu_seconds": round(use.ru_utime + use.ru_stime, 1)}))
+
+
+def _load_protocol_calibrating() -> None:
+    """In this (child) process, every `load_protocol` loads benchmark.yaml as `check --calibrate`
+    does: the entry being calibrated has no derived tolerance yet, which a plain load refuses."""
+    from functools import lru_cache
+
+    from . import protocol
+
+    plain = protocol.load_protocol
+
+    @lru_cache(maxsize=None)
+    def load(path=None, calibrating: bool = True):
+        return plain(path, calibrating=True)
+
+    for mod in list(sys.modules.values()):
+        if getattr(mod, "__name__", "").startswith("iaabench") and getattr(mod, "load_protocol", None) is plain:
+            mod.load_protocol = load
 
 
 # --- calibration ------------------------------------------------------------------------------------

@@ -193,3 +193,31 @@ def test_every_pinned_run_has_a_committed_reference_that_learned(monkeypatch):
         m = rec["provenance"]["machine"]
         assert m["held"] and m["isa"] and m["libraries"]["torch"] and m["threads"] == load_protocol().pinned_threads
         assert os.path.relpath(found[0], PROJECT_ROOT).startswith("results/pinned/")
+
+
+def test_nima_trunk_seed_fixes_the_trunk_not_the_head_and_freeze_trunk_stops_its_gradient():
+    import torch
+
+    from iaabench.api import create_model
+    from iaabench.cards import load_card
+    from iaabench.train import build_optimizer
+
+    def build(run_seed, **kw):
+        torch.manual_seed(run_seed)
+        return create_model("nima", pretrained="none", **kw)
+
+    a, b = build(1, trunk_seed=7, freeze_trunk=True), build(2, trunk_seed=7, freeze_trunk=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.trunk.state_dict().values(), b.trunk.state_dict().values()))
+    assert not torch.equal(a.classifier[1].weight, b.classifier[1].weight)  # the head follows the run's seed
+    c = build(1)
+    assert not torch.equal(a.trunk.features[0][0].weight, c.trunk.features[0][0].weight)
+    assert all(not p.requires_grad for p in a.trunk.parameters()) and all(p.requires_grad for p in c.trunk.parameters())
+    bns = [m for m in a.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum is None for m in bns)  # a plain average of the training batches' statistics
+    assert all(m.momentum == 0.1 for m in c.trunk.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert set(a.param_groups()) == {"backbone", "head"}
+    opt = build_optimizer(a, load_card("nima").recipe("pinned"))
+    assert [g["name"] for g in opt.param_groups] == ["head"]
+    a.train()
+    a(torch.rand(4, 3, 32, 32)).sum().backward()
+    assert a.classifier[1].weight.grad is not None and a.trunk.features[0][0].weight.grad is None

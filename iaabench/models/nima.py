@@ -25,10 +25,22 @@ PAPER = "Talebi & Milanfar, NIMA: Neural Image Assessment, IEEE TIP 2018"
 class NIMA(IAAModel):
     head = "dist"
 
-    def __init__(self, trunk: nn.Module, features: int, dropout: float = 0.75):
+    def __init__(self, trunk: nn.Module, features: int, dropout: float = 0.75, freeze_trunk: bool = False):
         super().__init__()
         self.trunk = trunk  # image -> (B, features)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 10), nn.Softmax(dim=1))
+        # freeze_trunk: the trunk's parameters get no gradient (none flows back through it). Its BatchNorm
+        # layers keep following the model's mode: batch statistics in training, the running statistics
+        # they accumulate there at test. A randomly initialised trunk needs that: its initial running
+        # statistics (mean 0, variance 1) do not normalise its activations, and in eval mode from the
+        # start its pooled features vanish (about 1e-10 at 32 px). They accumulate as a plain average over
+        # all training batches (momentum None), not an exponential one dominated by the last few batches,
+        # so the test-time trunk hardly depends on the order the seed draws.
+        if freeze_trunk:
+            self.trunk.requires_grad_(False)
+            for m in self.trunk.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.momentum = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.trunk(x))
@@ -78,26 +90,36 @@ def _inception_v3(pretrained):
     return net, 2048
 
 
-def _build(trunk_fn, head: str, pretrained: str | None = "default", dropout: float = 0.75) -> NIMA:
-    trunk, n = trunk_fn(pretrained)
-    return NIMA(trunk, n, dropout)
+def _build(trunk_fn, head: str, pretrained: str | None = "default", dropout: float = 0.75,
+           trunk_seed: int | None = None, freeze_trunk: bool = False) -> NIMA:
+    """`trunk_seed`: the trunk's random initialisation is drawn from this seed, not from the run's
+    (the head's initialisation, the data order and augmentation still follow the run's seed).
+    `freeze_trunk`: the trunk's parameters are not trained (no gradient through it; BatchNorm's
+    running statistics still follow the data, see NIMA.__init__)."""
+    if trunk_seed is None:
+        trunk, n = trunk_fn(pretrained)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(trunk_seed))
+            trunk, n = trunk_fn(pretrained)
+    return NIMA(trunk, n, dropout, freeze_trunk=freeze_trunk)
 
 
 @register_model("nima", family="nima", paper=PAPER, heads=("dist",),
                 description="NIMA on ImageNet MobileNetV2 (the default variant)")
-def nima(head="dist", pretrained="default", dropout=0.75):
-    return _build(_mobilenet_v2, head, pretrained, dropout)
+def nima(head="dist", pretrained="default", dropout=0.75, trunk_seed=None, freeze_trunk=False):
+    return _build(_mobilenet_v2, head, pretrained, dropout, trunk_seed, freeze_trunk)
 
 
 @register_model("nima-vgg16", family="nima", paper=PAPER, heads=("dist",), description="NIMA on ImageNet VGG-16")
-def nima_vgg16(head="dist", pretrained="default", dropout=0.75):
-    return _build(_vgg16, head, pretrained, dropout)
+def nima_vgg16(head="dist", pretrained="default", dropout=0.75, trunk_seed=None, freeze_trunk=False):
+    return _build(_vgg16, head, pretrained, dropout, trunk_seed, freeze_trunk)
 
 
 @register_model("nima-inception", family="nima", paper=PAPER, heads=("dist",),
                 description="NIMA on ImageNet Inception-v3, standing in for the paper's Inception-v2")
-def nima_inception(head="dist", pretrained="default", dropout=0.75):
-    model = _build(_inception_v3, head, pretrained, dropout)
+def nima_inception(head="dist", pretrained="default", dropout=0.75, trunk_seed=None, freeze_trunk=False):
+    model = _build(_inception_v3, head, pretrained, dropout, trunk_seed, freeze_trunk)
     # Inception weights (Google's, as torchvision and Keras ship them) take inputs in [-1, 1]; the trunk
     # is built without torchvision's `transform_input`, so the data path delivers that range.
     model.input = InputSpec(size=299, mean=UNIT_RANGE[0], std=UNIT_RANGE[1])
@@ -107,7 +129,7 @@ def nima_inception(head="dist", pretrained="default", dropout=0.75):
 @register_model("nima-vgg16-gap", family="nima", paper=PAPER, heads=("dist",),
                 description="NIMA as the IQA-PyTorch toolbox builds it on VGG-16: conv features -> global "
                             "average pool (512) -> Linear(10) -> softmax; no fc6/fc7, no dropout")
-def nima_vgg16_gap(head="dist", pretrained="default", dropout=0.0):
-    model = _build(_vgg16_gap, head, pretrained, dropout)
+def nima_vgg16_gap(head="dist", pretrained="default", dropout=0.0, trunk_seed=None, freeze_trunk=False):
+    model = _build(_vgg16_gap, head, pretrained, dropout, trunk_seed, freeze_trunk)
     model.input = InputSpec(size=224, resize="shorter")  # shorter side to 224, centre crop (toolbox's eval)
     return model
