@@ -197,7 +197,7 @@ def compare_sides(a: Side, b: Side, metrics: list[str], *, scale_max: float, thr
 def compare(a: str, b: str, dataset: str, split: str | None = None, metrics=("srcc", "plcc"),
             root: Path | None = None, include_dirty: bool = False, n_boot: int | None = None,
             seed: int = 0) -> tuple[Side, Side, list[dict]]:
-    from .frame import frame
+    from .results import frame
     from .protocol import load_protocol
     from .registry import dataset_info
 

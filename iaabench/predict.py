@@ -136,9 +136,8 @@ def _agree(what: str, given, known, where) -> None:
 def load_source(weights: str | Path, *, model: str | None = None, dataset: str | None = None,
                 head: str | None = None) -> Source:
     """Resolve `weights` and build the model it fits, with its weights loaded (on the CPU)."""
-    from .export import read_metadata
     from .registry import dataset_info, model_info
-    from .weights import extract_state_dict, safe_load
+    from .weights import extract_state_dict, read_metadata, safe_load
 
     path, rpath, rec = _locate(str(weights))
     meta = read_metadata(path) if path.suffix == ".safetensors" else None

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .cards import load_card
 from .errors import IAAError
-from .frame import frame
+from .results import frame
 from .paths import results_dir
 from .protocol import load_protocol
 from .registry import list_models, model_info
@@ -492,7 +492,7 @@ def cells(root=None, include_dirty: bool = False):
 
 def newest_records(root=None) -> dict[tuple[str, str], dict]:
     """The newest leaderboard record of each (model, dataset) (for scatter plots)."""
-    from .frame import read_record, record_paths
+    from .results import read_record, record_paths
 
     out = {}
     for p in record_paths(root):

@@ -8,6 +8,7 @@ to put where, and that `--pretrained none` trains without it.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -77,8 +78,6 @@ def safe_load(path: str | Path) -> dict:
             from safetensors.torch import load_file
         except ImportError:
             raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
-        from .export import check_format
-
         check_format(path)  # an `iaabench export` file of a newer format is refused, naming the file
         try:
             return load_file(str(path))
@@ -136,3 +135,63 @@ def sha256(path: str | Path) -> str:
     from .data.samples import sha256_file
 
     return sha256_file(path)
+
+
+# --- files written by `iaabench export` (iaabench/export.py) ---------------------------------
+
+FORMAT = "iaabench-export"
+FORMAT_VERSION = 1
+#: Metadata keys every exported file of this format carries.
+REQUIRED = ("model", "family", "head", "input", "test_transforms", "eval_batch_size", "scale", "dataset", "code")
+
+
+def _header(path: Path) -> dict[str, str]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package",
+                           "pip install safetensors") from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for a damaged header
+        raise WeightsError(f"{path}: not a readable safetensors file ({str(e)[:200]})") from None
+
+
+def check_format(path: str | Path) -> dict[str, str]:
+    """The raw header metadata of a safetensors file; refuses an export of a newer format."""
+    path = Path(path)
+    meta = _header(path)
+    if meta.get("format") == FORMAT:
+        try:
+            version = int(meta.get("format_version", ""))
+        except ValueError:
+            raise WeightsError(f"{path}: exported file with an unreadable format_version "
+                               f"{meta.get('format_version')!r}") from None
+        if version > FORMAT_VERSION:
+            raise WeightsError(
+                f"{path}: exported with format version {version}; this iaabench reads version {FORMAT_VERSION} "
+                "and older", "upgrade iaabench to load this file")
+    return meta
+
+
+def read_metadata(path: str | Path) -> dict | None:
+    """Our metadata of an exported file (dict), or None for a safetensors file without it.
+    Damaged or incomplete metadata is a `WeightsError` naming the file and the key."""
+    path = Path(path)
+    raw = check_format(path)
+    if raw.get("format") != FORMAT and "iaabench" not in raw:
+        return None
+    if raw.get("format") != FORMAT:
+        raise WeightsError(f"{path}: metadata key 'format' is {raw.get('format')!r}, expected {FORMAT!r}")
+    try:
+        meta = json.loads(raw.get("iaabench", ""))
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path}: the exported metadata (key 'iaabench') is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: the exported metadata (key 'iaabench') is not a JSON object")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise WeightsError(f"{path}: the exported metadata lacks {', '.join(missing)}",
+                           "re-export it with `iaabench export`")
+    return meta
