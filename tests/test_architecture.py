@@ -91,7 +91,7 @@ def test_no_import_cycle():
 MAX_MODULE_LINES = 600
 #: Modules still over the limit, to be split (reported to the lead, not exempted for good):
 #: `cli.py` (774 lines) holds every command. Remove a name here once its module is split.
-OVER_THE_LIMIT = {"iaabench.cli"}
+OVER_THE_LIMIT: set[str] = set()
 
 
 def test_no_module_is_over_600_lines():

@@ -1,0 +1,1 @@
+"""One small module per command (group); `iaabench/cli.py` wires them into the app."""

@@ -1,0 +1,76 @@
+"""What every command shares: the console, progress bars, and parsing of common options."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import ConfigError
+
+
+console = Console()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _parse_lr(values: list[str]) -> dict[str, float]:
+    out = {}
+    for v in values or []:
+        group, sep, num = v.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[group] = float(num)
+        except ValueError:
+            raise ConfigError(f"--lr {v}: expected GROUP=VALUE, for example --lr head=1e-4") from None
+    return out
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here", "use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device {device}: expected cpu, cuda, cuda:N or auto")
+    return device
+
+
+def _print_metrics(record: dict, path: Path) -> None:
+    t = Table(title=f"{record['model']} on {record['dataset']} ({record['split']['name']} split, "
+                    f"{record['counts']['evaluated']} test images)")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column("95% CI", justify="right")
+    for name, m in record["metrics"].items():
+        v = m.get("value")
+        ci = m.get("ci95")
+        if v is not None and v != v:  # NaN: a correlation of constant predictions, with its reason
+            t.add_row(name, "undefined", m.get("warning", ""))
+            continue
+        t.add_row(name, "-" if v is None else f"{v:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    console.print(t)
+    if record["counts"]["skipped"]:
+        console.print(f"[yellow]{record['counts']['skipped']} item(s) skipped; reasons in the record[/yellow]")
+    console.print(f"record: {path}")
+
+
+DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $IAABENCH_DATA/<dataset>).")
+
+
+def _parse_options(values: list[str]) -> dict:
+    out = {}
+    for v in values or []:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--option {v}: expected KEY=VALUE")
+        out[k] = int(val) if val.isdigit() else val
+    return out

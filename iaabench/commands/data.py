@@ -1,0 +1,47 @@
+"""`iaabench data make-synthetic` and `iaabench data verify`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import console, _parse_options
+
+
+def make_synthetic(
+    layout: str = typer.Option(..., help="tad66k, ava or flickr-aes."),
+    out: Path = typer.Option(..., help="Folder to write the dataset into."),
+    n: Optional[int] = typer.Option(None, help="Number of images (default: the registered size)."),
+    seed: int = typer.Option(0),
+    force: bool = typer.Option(False, help="Replace a synthetic dataset already in that folder "
+                                           "(other folders are never deleted)."),
+):
+    """Write a synthetic dataset in the real dataset's published layout."""
+    from ..data.synthetic import make_synthetic as make
+
+    card = make(layout, out, n=n, seed=seed, force=force)
+    console.print_json(json.dumps(card))
+
+
+def verify(
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $IAABENCH_DATA/<dataset>)."),
+    images: Optional[Path] = typer.Option(None),
+    split: Optional[str] = typer.Option(None),
+    labels_only: bool = typer.Option(False, help="Check the label files only; skip the images."),
+    as_json: bool = typer.Option(False, "--json"),
+    option: List[str] = typer.Option([], "--option"),
+):
+    """Counts, themes, missing/unreadable images, duplicates, unparseable rows, checksums."""
+    from ..data.verify import format_report
+    from ..data.verify import verify as do_verify
+
+    report = do_verify(dataset, root, images=images, labels_only=labels_only, split=split, **_parse_options(option))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
+    else:
+        console.print(format_report(report), soft_wrap=True, markup=False, highlight=False)
+    raise typer.Exit(0 if report.get("usable") else 1)
