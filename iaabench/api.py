@@ -32,6 +32,8 @@ def create_model(name: str, head: str | None = None, pretrained: str | None = "d
     model.registered_name = name
     if weights:
         state = extract_state_dict(safe_load(weights), weights)
+        if hasattr(model, "convert_state_dict"):  # a released key layout that differs from ours (TOPIQ-Swin)
+            state = model.convert_state_dict(state)
         if hasattr(model, "check_state_dict"):  # a model's own, more specific diagnosis
             model.check_state_dict(state, weights)
         load_into(model, state, weights)

@@ -56,11 +56,12 @@ class RunConfig:
     results_root: Path | None = None  # default: results/ (IAABENCH_RESULTS)
     head: str | None = None  # None: the recipe's head (or the model's first)
     compile: bool = False  # torch.compile the model's forward (the module, its weights and names stay as they are)
+    tensorboard: Path | None = None  # log per-epoch scalars to TensorBoard under this folder
 
 
 #: Fields of a plan that say where files are or how fast the work goes, not what it computes:
 #: they are left out of `key()`.
-PLACE_FIELDS = ("device", "data_root", "images", "workers", "strict", "resume", "results_root")
+PLACE_FIELDS = ("device", "data_root", "images", "workers", "strict", "resume", "results_root", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class RunPlan:
     strict: bool = False
     resume: bool = False
     results_root: str | None = None
+    tensorboard: str | None = None
 
     def __hash__(self) -> int:
         return hash(self.key())
@@ -168,7 +170,8 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
         mode=mode, pretrained=str(req.pretrained or recipe.pretrained), weights=_str(req.weights),
         dataset_options=dict(req.dataset_options), fast=bool(req.fast), compile=bool(req.compile),
         device=req.device, data_root=_str(req.data_root), images=_str(req.images), workers=int(req.workers),
-        strict=bool(req.strict), resume=bool(req.resume), results_root=_str(req.results_root))
+        strict=bool(req.strict), resume=bool(req.resume), results_root=_str(req.results_root),
+        tensorboard=_str(req.tensorboard))
 
 
 def parse_seeds(text: str) -> list[int]:

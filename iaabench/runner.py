@@ -130,8 +130,18 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
         run_dir, resumed = run_dir_for(plan)
         if resumed:
             log(f"resuming from {run_dir}")
-        outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=plan.device,
-                        seed=plan.seed, run_dir=run_dir, resume=resumed, strict=plan.strict, progress=progress)
+        logger = None
+        if plan.tensorboard:  # live curves on long runs (the optional extra iaabench[tensorboard])
+            from .curves import TensorBoardLogger
+
+            logger = TensorBoardLogger(plan.tensorboard, f"{plan.dataset}-{plan.model}-{plan.key()}-seed{plan.seed}")
+        try:
+            outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=plan.device,
+                            seed=plan.seed, run_dir=run_dir, resume=resumed, strict=plan.strict, progress=progress,
+                            on_epoch=logger)
+        finally:
+            if logger is not None:
+                logger.close()
         t_train = outcome.train_seconds
         best = run_dir / "best.pt"
         last_checkpoint = _relative(run_dir / "last.pt")

@@ -97,10 +97,10 @@ def safe_load(path: str | Path) -> dict:
 
 
 def extract_state_dict(obj, path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
-    """The state_dict inside a loaded checkpoint (plain, or under 'state_dict'/'model'), with
-    any DataParallel `module.` prefix removed."""
+    """The state_dict inside a loaded checkpoint (plain, or under 'state_dict'/'model'/'params',
+    the last being IQA-PyTorch's layout), with any DataParallel `module.` prefix removed."""
     if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model", "model_state"):
+        for key in ("state_dict", "model", "model_state", "params"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break

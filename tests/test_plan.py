@@ -18,7 +18,9 @@ def test_a_plan_is_plain_hashable_serialisable_and_keyed_stably():
     assert plan.mode == "trained" and plan.family == "nima" and plan.head == "dist"
     assert plan.recipe["train_transforms"]["mean"] == [0.485, 0.456, 0.406]  # the model's declared input
     # where files live and how fast the work goes do not change the key; what is computed does
-    assert resolve(model="nima", dataset="synth-tad66k", workers=3, device="cpu", strict=True).key() == plan.key()
+    assert resolve(model="nima", dataset="synth-tad66k", workers=3, device="cpu", strict=True,
+                   tensorboard="/tmp/tb").key() == plan.key()  # where files go is not what is computed
+    assert resolve(model="nima", dataset="synth-tad66k", tensorboard="/tmp/tb").tensorboard == "/tmp/tb"
     for change in (dict(seed=1), dict(split_seed=1), dict(epochs=1), dict(lr={"head": 1e-4}),
                    dict(dataset_options={"n": 50}), dict(train=False)):
         assert resolve(model="nima", dataset="synth-tad66k", **change).key() != plan.key(), change

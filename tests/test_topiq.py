@@ -127,6 +127,26 @@ def test_released_checkpoint_under_params_loads(tmp_path, res50):
         create_model("topiq-iaa-res50", checkpoint=str(path))
 
 
+def test_released_swin_checkpoint_loads_through_weights(tmp_path, swin):
+    """`--weights FILE` (what `eval`, `predict` and `run --weights` use) takes the released layout
+    too: the state_dict under `params`, Swin's keys converted by the model."""
+    import re
+
+    released = {}
+    for k, v in swin.state_dict().items():  # our timm layout -> the released one
+        m = re.match(r"^semantic_model\.layers\.(\d+)\.downsample\.", k)
+        if m:
+            k = f"semantic_model.layers.{int(m.group(1)) - 1}.downsample." + k[m.end():]
+        elif k.startswith("semantic_model.head.fc."):
+            k = "semantic_model.head." + k.rsplit(".", 1)[1]
+        released[k] = v
+    assert "semantic_model.layers.0.downsample.reduction.weight" in released
+    path = tmp_path / "cfanet_iaa_ava_swin.pth"
+    torch.save({"params": released}, path)
+    loaded = create_model("topiq-iaa", weights=path)
+    assert all(torch.equal(v, swin.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
 def test_missing_released_checkpoint_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("IAABENCH_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))

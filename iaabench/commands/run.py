@@ -49,6 +49,9 @@ RUN_OPTIONS = [
      ("run", "eval")),
     ("compile", bool, typer.Option(False, "--compile", help="torch.compile the model's forward (worth it on a GPU)."),
      ("run", "eval")),
+    ("tensorboard", Optional[Path], typer.Option(None, "--tensorboard", help="Log per-epoch training scalars to "
+                                                 "TensorBoard under this folder (extra: iaabench[tensorboard])."),
+     ("run",)),
     ("head", Optional[str], typer.Option(None, help="score or dist (default: the recipe's; e.g. dist for TANet's AVA "
                                          "checkpoint)."), ("run", "eval")),
 ]
@@ -79,7 +82,8 @@ def _plans(train: bool, o: dict) -> list:
                   batch_size=o.get("batch_size"), eval_batch_size=o["eval_batch_size"], lr=_parse_lr(o.get("lr")),
                   device=_device(o["device"]), weights=o["weights"], pretrained=o["pretrained"],
                   resume=o.get("resume", False), strict=o["strict"], fast=o["fast"], workers=o["workers"],
-                  dataset_options=_parse_options(o["option"]), compile=o["compile"], head=o["head"], train=train)
+                  dataset_options=_parse_options(o["option"]), compile=o["compile"], head=o["head"], train=train,
+                  tensorboard=o.get("tensorboard"))
     return [resolve(RunConfig(seed=s, **common)) for s in seeds]
 
 
