@@ -30,6 +30,16 @@ def recompute_all(tolerance: float) -> list[tuple[str, str, bool]]:
     out = []
     pinned = read_records(pinned_root()) if pinned_root().is_dir() else []
     for path, rec in read_records() + pinned:
+        if rec.get("protocol") == "piaa":  # personalized runs: every episode and the summary recomputed
+            from .piaa import verify_record
+
+            try:
+                problems = verify_record(rec, path.parent / rec["predictions"])
+            except (IAAError, OSError, KeyError, ValueError) as e:
+                problems = [f"cannot recompute: {e}"]
+            out.append((str(path), "; ".join(problems[:5]) or
+                        f"{len(rec['piaa']['episodes'])} personalized episodes recomputed", not problems))
+            continue
         try:
             preds = Predictions.from_csv(path.parent / rec["predictions"])
             dp = protocol.dataset(rec["dataset"])

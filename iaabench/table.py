@@ -398,6 +398,7 @@ def leaderboard_text(root=None, include_dirty: bool = False) -> str:
                   "not comparable (other split)": int(((rep["comparable"] == "no") & (rep["mode"] != "not run")).sum()),
                   "not run": int((rep["mode"] == "not run").sum())}
         text += "\nCells with a reported number: " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ".\n"
+    text += personalized_text(root)
     left = [f"{info['resized']} quick run(s) on resized synthetic datasets (`iaabench check` shows them)"
             if info["resized"] else "",
             f"{info['dirty']} record(s) made from uncommitted code (`iaabench table --include-dirty` shows them)"
@@ -406,6 +407,38 @@ def leaderboard_text(root=None, include_dirty: bool = False) -> str:
     if any(left):
         text += "\nLeft out: " + "; ".join(x for x in left if x) + ".\n"
     return text
+
+
+def personalized_text(root=None) -> str:
+    """The FLICKR-AES personalized section (`iaabench piaa`, split `piaa`): per model and k, the
+    personalized SRCC (mean ± sd over repeats of the mean over test workers) and the generic
+    model's on the same images, beside the reported numbers; reported rows without a run say so."""
+    from .cards import all_cards
+    from .piaa import SPLIT, table_rows
+    from .results import read_records
+
+    rows = [{**r, "status": "" if r["run_id"] else "reference only (no model in iaabench)"}
+            for r in table_rows(read_records(root))]
+    have = {(r["model"], r["k"]) for r in rows if r["run_id"]}
+    for card in all_cards():
+        for r in card.reported:
+            if r.get("split") == SPLIT and (r["model"], r.get("k")) not in have:
+                rows.append({"model": r["model"], "dataset": r["dataset"], "k": r.get("k"), "mean": None, "sd": None,
+                             "n_repeats": None, "generic_mean": None, "method": None, "run_id": None,
+                             "reported": r["value"], "reported_sd": r.get("sd"), "source": r["source"],
+                             "status": "not run"})
+    if not rows:
+        return ""
+    lines = ["", "## FLICKR-AES, personalized (split piaa: k adaptation images per test worker, SRCC)", "",
+             "| model | dataset | k | personalized | generic | reported | source |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["status"].startswith("reference"), r["model"], r["dataset"], r["k"] or 0)):
+        ours = (f"{r['mean']:.3f} ± {r['sd']:.3f} ({r['n_repeats']} repeats, {r['method']})"
+                if r["mean"] is not None else (r["status"] or "undefined"))
+        gen = f"{r['generic_mean']:.3f}" if r["generic_mean"] is not None else ""
+        rep = (f"{r['reported']:.3f}" + (f" ± {r['reported_sd']:.3f}" if r["reported_sd"] is not None else "")
+               if r["reported"] is not None else "")
+        lines.append(f"| {r['model']} | {r['dataset']} | {r['k']} | {ours} | {gen} | {rep} | {r['source'] or ''} |")
+    return "\n".join(lines) + "\n"
 
 
 #: The committed record the README's "How to read a cell" shows (a clean, verified run).

@@ -144,6 +144,18 @@ def test_ridge_run_scores_only_the_images_not_drawn(trained):
     rows_t = piaa.table_rows([(path, rec)])
     assert [(r["model"], r["k"], r["n_repeats"]) for r in rows_t[:1]] == [("nima", 5, 2)]
     assert {r["model"] for r in rows_t[1:]} == {"PAM (att&con)", "PIAA", "UGIAA", "BIAA"}
+    # `iaabench check` recomputes the episodes; the leaderboard shows the personalized section
+    from iaabench import check, table
+
+    results_root = path.parent.parent.parent
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IAABENCH_RESULTS", str(results_root))
+        verdicts = [v for v in check.recompute_all(1e-6) if v[0] == str(path)]
+        assert verdicts and verdicts[0][2] and "personalized episodes recomputed" in verdicts[0][1]
+        section = table.personalized_text()
+        assert "| nima | synth-flickr-aes | 5 |" in section and "reference only" in section
+        (path.parent / rec["predictions"]).write_text("worker,k,repeat,image_id\n")  # tampered predictions
+        assert not [v for v in check.recompute_all(1e-6) if v[0] == str(path)][0][2]
 
 
 @pytest.mark.slow
