@@ -92,6 +92,11 @@ def toy_model(tmp_path, monkeypatch):
     _import(tmp_path, f"{name}_module", TOY_MODEL.replace("{name}", name))
     yield name
     cards.load_card.cache_clear()
+    # the registry is process-wide: the toy model (and its dataset) must not leak into later tests
+    from iaabench import registry
+
+    registry._MODELS.pop(name, None)
+    registry._DATASETS.pop(f"{name}-set", None)
 
 
 @pytest.mark.slow
