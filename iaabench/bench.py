@@ -102,13 +102,9 @@ def _epochs(make_epoch: Callable[[int], Iterator]) -> Iterator:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    from .results import cpu_model
+
+    return cpu_model()
 
 
 def _cores() -> int:

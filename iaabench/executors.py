@@ -19,6 +19,15 @@ from .paths import results_dir
 #: Annotations name `sweep.PlanEntry` and `sweep.Board` (never imported here: sweep imports this module).
 
 
+def _todo(entries, board) -> list:
+    """The entries still to run; the done ones are marked so on the board."""
+    for e in entries:
+        if e.state == "done":
+            e.outcome = "done"
+            board.update(e, "done (record exists)")
+    return [e for e in entries if e.state != "done"]
+
+
 def records_by_key(root: Path | None = None) -> dict[str, tuple[Path, str]]:
     """plan_key -> (record path, run id) of every finished record under `root` (results/)."""
     root = root or results_dir()
@@ -216,11 +225,7 @@ def run_submitit(entries: Sequence[PlanEntry], board: Board, save: Callable[[], 
     (`PlanJob`): a timed-out or preempted job is requeued and resumes from its checkpoint."""
     if cluster == "slurm":
         require_sbatch()
-    todo = [e for e in entries if e.state != "done"]
-    for e in entries:
-        if e.state == "done":
-            e.outcome = "done"
-            board.update(e, "done (record exists)")
+    todo = _todo(entries, board)
     if not todo:
         return
     ex = submitit_executor(folder, cluster, opts, name)
@@ -275,11 +280,7 @@ def run_ray(entries: Sequence[PlanEntry], board: Board, save: Callable[[], None]
         import ray
     except ImportError:
         raise IAAError("--executor ray needs Ray", "pip install 'iaabench[ray]'") from None
-    todo = [e for e in entries if e.state != "done"]
-    for e in entries:
-        if e.state == "done":
-            e.outcome = "done"
-            board.update(e, "done (record exists)")
+    todo = _todo(entries, board)
     if not todo:
         return
     if not ray.is_initialized():

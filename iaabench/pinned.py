@@ -55,13 +55,9 @@ def cpu_flags() -> set[str]:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from .results import cpu_model as model
+
+    return model()
 
 
 def native_isa(flags: set[str] | None = None) -> str:

@@ -133,14 +133,19 @@ def environment(device: str) -> dict:
     }
 
 
-def _cpu_name() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "cpu"
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _cpu_name() -> str:
+    return f"{cpu_model()} ({os.cpu_count()} cores)"
 
 
 def write_record(record: dict, predictions: Predictions, root: Path | None = None) -> Path:
