@@ -96,27 +96,36 @@ def _hf_cached(repo_id: str, filename: str):
     return Path(found) if isinstance(found, str) else None
 
 
+def resolve_with_hub(spec: WeightSpec, pretrained: str | None = "default", repo: str | None = None,
+                     hub_files: tuple[str, ...] = (), local_files: tuple[str, ...] | None = None):
+    """Offline-first, with the Hugging Face cache (where timm and open_clip keep their downloads)
+    searched too: an explicit path; the weights folder (`local_files`, default the spec's file
+    name); `repo`'s `hub_files` in the Hugging Face cache; torch hub's checkpoints folder; a
+    download only with IAABENCH_DOWNLOAD=1. A missing file says where each was looked for."""
+    from ..errors import WeightsError
+    from ..paths import weights_dir
+
+    if pretrained not in ("default", None):
+        return resolve(spec, pretrained)
+    for f in local_files or (spec.filename,):
+        if (weights_dir() / f).is_file():
+            return weights_dir() / f
+    for fn in hub_files if repo else ():
+        cached = _hf_cached(repo, fn)
+        if cached is not None:
+            return cached
+    try:
+        return resolve(spec)
+    except WeightsError as e:
+        raise WeightsError(e.message, (e.hint or "") + (f"\n  (the Hugging Face cache of {repo} was searched too)"
+                                                        if repo else "")) from None
+
+
 def resolve_inception_resnet_v2(pretrained: str | None = "default"):
     """Where the Inception-ResNet-v2 weights are, offline-first: an explicit path; the weights
     folder (`inception_resnet_v2.tf_in1k.safetensors`); the Hugging Face cache timm fills; torch
     hub's checkpoints folder; a download only with IAABENCH_DOWNLOAD=1."""
-    from ..errors import WeightsError
-    from ..paths import weights_dir
-
-    spec = SPECS["inception_resnet_v2"]
-    if pretrained not in ("default", None):
-        return resolve(spec, pretrained)
-    local = weights_dir() / spec.filename
-    if local.is_file():
-        return local
-    cached = _hf_cached(IRV2_HF_REPO, IRV2_HF_FILE)
-    if cached is not None:
-        return cached
-    try:
-        return resolve(spec)
-    except WeightsError as e:
-        raise WeightsError(e.message, (e.hint or "") + f"\n  (the Hugging Face cache of {IRV2_HF_REPO} "
-                           "was searched too)") from None
+    return resolve_with_hub(SPECS["inception_resnet_v2"], pretrained, IRV2_HF_REPO, (IRV2_HF_FILE,))
 
 
 def inception_resnet_v2(pretrained: str | None = "default") -> nn.Module:

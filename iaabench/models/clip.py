@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError
 from ..registry import register_model
 from ..weights import WeightSpec, extract_state_dict, load_into, resolve, safe_load
 from .base import IAAModel, InputSpec, Prediction
@@ -64,29 +64,15 @@ def _tower_files(name: str, tag: str) -> tuple[list[str], str | None, str | None
 
 def resolve_tower_weights(name: str, tag: str, pretrained: str | None = "default") -> Path | None:
     """The local file of open_clip tower `name`/`tag` (see the module docstring), None for "none"."""
-    from ..paths import weights_dir
-    from .backbones import _hf_cached
+    from .backbones import resolve_with_hub
 
     if pretrained in (None, "none"):
         return None
     files, hub, url = _tower_files(name, tag)
     spec = WeightSpec(files[0], f"open_clip {name} weights '{tag}'",
                       f"https://huggingface.co/{hub}/resolve/main/open_clip_model.safetensors" if hub else url)
-    if pretrained != "default":
-        return resolve(spec, pretrained)
-    for f in files:
-        if (weights_dir() / f).is_file():
-            return weights_dir() / f
-    if hub:
-        for fn in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            cached = _hf_cached(hub, fn)
-            if cached is not None:
-                return cached
-    try:
-        return resolve(spec)
-    except WeightsError as e:
-        raise WeightsError(e.message, (e.hint or "") + (f"\n  (the Hugging Face cache of {hub} was searched too)"
-                                                        if hub else "")) from None
+    return resolve_with_hub(spec, pretrained, hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+                            tuple(files))
 
 
 def build_tower(name: str, tag: str, pretrained: str | None) -> tuple[nn.Module, int, InputSpec]:

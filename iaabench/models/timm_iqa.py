@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError, UnknownNameError, WeightsError, unknown_name
 from ..registry import ModelInfo, register_model, register_model_prefix
-from ..weights import WeightSpec, extract_state_dict, resolve, safe_load
+from ..weights import WeightSpec, extract_state_dict, safe_load
 from .base import IAAModel, InputSpec
 
 PAPER = "Talebi & Milanfar, NIMA: Neural Image Assessment, IEEE TIP 2018 (head), on a timm backbone"
@@ -95,25 +95,10 @@ def _weight_spec(name: str) -> tuple[WeightSpec, str | None]:
 
 def resolve_timm_weights(name: str, pretrained: str | None = "default") -> Path:
     """The local file of timm model `name`'s pretrained weights (see the module docstring)."""
-    from ..paths import weights_dir
-    from .backbones import _hf_cached
+    from .backbones import resolve_with_hub
 
     spec, repo = _weight_spec(name)
-    if pretrained not in ("default", None):
-        return resolve(spec, pretrained)
-    local = weights_dir() / spec.filename
-    if local.is_file():
-        return local
-    if repo:
-        for fn in ("model.safetensors", "pytorch_model.bin"):
-            cached = _hf_cached(repo, fn)
-            if cached is not None:
-                return cached
-    try:
-        return resolve(spec)
-    except WeightsError as e:
-        raise WeightsError(e.message, (e.hint or "") + (f"\n  (the Hugging Face cache of {repo} was searched too)"
-                                                        if repo else "")) from None
+    return resolve_with_hub(spec, pretrained, repo, ("model.safetensors", "pytorch_model.bin"))
 
 
 def load_timm_weights(module: nn.Module, name: str, pretrained: str | None, ignore: tuple[str, ...] = ()) -> nn.Module:
