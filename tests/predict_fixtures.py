@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -88,6 +89,20 @@ def saved_run(root: Path, seed: int = 0, history: list[dict] | None = None) -> d
     (run_dir / "done").write_text(str(record_path) + "\n")
     return {"run_dir": run_dir, "best": run_dir / "best.pt", "last": run_dir / "last.pt", "record": record,
             "record_path": record_path, "results": root / "results", "runs": root / "runs"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A saved tiny run (record + checkpoint), one per test module that imports this fixture."""
+    return saved_run(tmp_path_factory.mktemp("saved-run"))
+
+
+@pytest.fixture(autouse=True)
+def _run_folders(run, monkeypatch):
+    """Records name their checkpoints relative to the runs folder, and run ids are looked up
+    in the results folder: both are the fixture run's."""
+    monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
+    monkeypatch.setenv("IAABENCH_RESULTS", str(run["results"]))
 
 
 def train_tiny(root: Path, epochs: int = 2, seed: int = 0, **kw):

@@ -18,20 +18,8 @@ from iaabench.predict import load_source, predict_files
 from iaabench.weights import safe_load
 
 from conftest import require_shared
-from predict_fixtures import SAMPLE_PHOTOS, saved_run
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return saved_run(tmp_path_factory.mktemp("export-run"))
-
-
-@pytest.fixture(autouse=True)
-def _run_folders(run, monkeypatch):
-    """Records name their checkpoints relative to the runs folder, and run ids are looked up
-    in the results folder: both are the fixture run's."""
-    monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
-    monkeypatch.setenv("IAABENCH_RESULTS", str(run["results"]))
+from predict_fixtures import _run_folders, run  # noqa: F401  (fixtures: a saved run, its folders)
+from predict_fixtures import SAMPLE_PHOTOS
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,8 @@ from iaabench.errors import ConfigError, IAAError, WeightsError
 from iaabench.predict import _locate, collect_inputs, load_source, predict_files
 
 from conftest import require_shared
-from predict_fixtures import SAMPLE_PHOTOS, bad_files, saved_run
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return saved_run(tmp_path_factory.mktemp("tiny-run"))
-
-
-@pytest.fixture(autouse=True)
-def _run_folders(run, monkeypatch):
-    """Records name their checkpoints relative to the runs folder, and run ids are looked up
-    in the results folder: both are the fixture run's."""
-    monkeypatch.setenv("IAABENCH_RUNS", str(run["runs"]))
-    monkeypatch.setenv("IAABENCH_RESULTS", str(run["results"]))
+from predict_fixtures import _run_folders, run  # noqa: F401  (fixtures: a saved run, its folders)
+from predict_fixtures import SAMPLE_PHOTOS, bad_files
 
 
 def _read(path):
