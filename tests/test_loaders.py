@@ -3,7 +3,6 @@ formats, with each quirk of the real files, and on the real label files in ../sh
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -250,24 +249,25 @@ def test_ava_parse_cache(tmp_path, monkeypatch):
     assert ava.load(tmp_path / "ava").counts() == first.counts()
 
 
-def test_ava_full_size_parse_time(tmp_path, capsys):
-    """255,530 rows (the release's size) parse in well under 2 s, and faster from the cache.
-    The cold time is the best of two parses, so that a busy CI machine does not fail it."""
+def test_ava_full_size_parse(tmp_path, monkeypatch):
+    """255,530 rows (the release's size) take the vectorized parse (the line-by-line parser
+    is never needed for a clean file), every row and line number comes back as written, and
+    the cached table equals the parsed one. No wall-clock assert: a loaded machine must not
+    fail it."""
     path = F.big_ava_txt(tmp_path / "AVA.txt")
-    cold = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        table, lines = ava.read_ava_txt(path, use_cache=False)
-        cold.append(time.perf_counter() - t0)
+
+    def no_line_parse(*a, **k):
+        raise AssertionError("a clean AVA.txt fell back to the line-by-line parser")
+
+    monkeypatch.setattr(ava, "_parse_lines", no_line_parse)
+    table, lines = ava.read_ava_txt(path, use_cache=False)
+    assert table.shape == (255_530, 15) and np.array_equal(lines, np.arange(1, 255_531))
+    text = path.read_text().splitlines()
+    for i in (0, 1, 127_764, 255_529):
+        assert table[i].tolist() == [int(v) for v in text[i].split()]
     ava.read_ava_txt(path)  # fills the cache
-    t0 = time.perf_counter()
-    table2, _ = ava.read_ava_txt(path)
-    warm = time.perf_counter() - t0
-    assert table.shape == (255_530, 15) and lines[-1] == 255_530
-    assert np.array_equal(table, table2)
-    with capsys.disabled():
-        print(f"\nAVA.txt 255,530 rows: parse {min(cold):.3f} s cold, {warm:.3f} s from the cache")
-    assert min(cold) < 2.0
+    table2, lines2 = ava.read_ava_txt(path)
+    assert np.array_equal(table, table2) and np.array_equal(lines, lines2)
 
 
 def tanet_split_files(tmp_path, rows):
