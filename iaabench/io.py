@@ -3,14 +3,20 @@ caches and feature files goes through here.
 
 `atomic_write` writes a temporary file in the target's folder, syncs it to disk, renames it
 over the target and syncs the folder, so after a crash a reader finds the old file or the new
-one, never half of one (a `.<name>.*.tmp` left by a kill is safe to delete). `FileLock` is an
-exclusive `fcntl.flock` on a lock file, released by the operating system when its process
-dies, with a timeout and a message saying what holds it.
+one, never half of one (a `.<name>.*.tmp` left by a kill is safe to delete). Files get the
+permissions of the user's umask (typically 0644), as `open` would give. A write that fails
+(disk full, read-only folder) removes its temporary file and raises one `WriteError` naming the
+path and the operating system's error. `FileLock` is an exclusive `fcntl.flock` on a lock file,
+released by the operating system when its process dies, with a timeout and a message saying
+which process holds it. `check_writable` is the check before any work: the folder can be
+written and has roughly the space a command needs.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +26,64 @@ from . import faults
 from .errors import IAAError
 
 Writer = Callable[[BinaryIO], None]
+
+#: errno values meaning "no space": a full disk, or a quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class WriteError(IAAError, OSError):
+    """A file that could not be written: names the path and the operating system's error, and
+    says what to do. Also an `OSError` (same errno), for callers for which a write is optional."""
+
+    def __init__(self, path: str | Path, err: OSError):
+        folder = Path(path).parent
+        if err.errno in DISK_FULL:
+            hint = f"free space on the disk holding {folder}, or point iaabench at another folder"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = f"make {folder} writable, or point iaabench at another folder"
+        else:
+            hint = None
+        reason = err.strerror or str(err)
+        IAAError.__init__(self, f"could not write {path}: {reason} (errno {err.errno})" if err.errno else
+                          f"could not write {path}: {reason}", hint)
+        OSError.__init__(self, err.errno, reason, str(path))  # after: IAAError's init reaches OSError's too
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return IAAError.__str__(self)
+
+
+def umask() -> int:
+    """The process's umask (read without changing it where /proc says it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _Sink:
+    """The temporary file as a writer function sees it: remembers the first `OSError` of a
+    write, because some writers (torch.save: "enforce fail ... unexpected pos") replace it by
+    their own error."""
+
+    def __init__(self, f: BinaryIO, target: Path):
+        self.f, self.target, self.error = f, target, None
+
+    def write(self, b) -> int:
+        try:
+            faults.disk_full(self.target)
+            return self.f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -42,23 +106,36 @@ def atomic_write(path: str | Path, data: bytes | str | Writer, *, fault: str | N
     atomically: temporary file, fsync, rename, fsync of the folder.
 
     `fault`: the `faults.point` reached between the synced temporary file and the rename (the
-    crash tests kill the process there), called with `fault_args`."""
+    crash tests kill the process there), called with `fault_args`.
+
+    A failed write (an `OSError`, also one a writer function wrapped in its own error) is a
+    `WriteError` naming `path`; the temporary file is removed and an old `path` left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
+    sink = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            sink = _Sink(f, path)
             if callable(data):
-                data(f)
+                data(sink)
             else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+                sink.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~umask())  # mkstemp made it 0600
         if fault:
             faults.point(fault, *fault_args)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, WriteError):
+            raise
+        cause = e if isinstance(e, OSError) else (sink.error if sink is not None else None)
+        if cause is not None:
+            raise WriteError(path, cause) from None
         raise
     fsync_dir(path.parent)
     return path
@@ -97,7 +174,9 @@ class FileLock:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         os.close(fd)
-                        raise IAAError(f"{self.what} (lock {self.path}, waited {self.timeout:g} s)",
+                        pid = holder(self.path)
+                        by = f"held by process {pid}, " if pid else ""
+                        raise IAAError(f"{self.what} (lock {self.path}, {by}waited {self.timeout:g} s)",
                                        self.hint) from None
                     time.sleep(0.05)
             try:
@@ -106,6 +185,7 @@ class FileLock:
                 same = False
             if same:
                 self.fd = fd
+                _write_pid(fd)
                 return self
             os.close(fd)
 
@@ -113,3 +193,49 @@ class FileLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _write_pid(fd: int) -> None:
+    """Put this process's id into the held lock file (what `holder` reads for the messages)."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
+
+
+def holder(path: str | Path) -> int | None:
+    """The process id written into a lock file by its holder, or None."""
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def check_writable(folder: str | Path, what: str, need: int = 0) -> Path:
+    """Check before any work that `folder` (made if missing) can be written and has about
+    `need` bytes free (plus a margin of 16 MiB); an `IAAError` names the folder otherwise.
+    `what` says what the folder is for (e.g. "results folder (IAABENCH_RESULTS)")."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".iaabench-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise IAAError(f"the {what} {folder} cannot be written: {e.strerror or e}",
+                       f"make {folder} writable, or point iaabench at another folder") from None
+    need += 16 << 20
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise IAAError(f"the {what} {folder} has {_size(free)} free; this needs about {_size(need)}",
+                       f"free space on its disk, or point iaabench at another folder")
+    return folder
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
