@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,14 +87,28 @@ def safe_load(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightsError(
-            f"{path}: refused to load - the file holds Python objects beyond tensors, which could "
-            f"execute code ({str(e).splitlines()[0][:200]})",
-            "only load checkpoints you trust; convert them to a plain state_dict or safetensors",
-        ) from None
+        raise unsafe_pickle(path, e) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable checkpoint, truncated or corrupt ({str(e)[:200]})") from None
     return obj
+
+
+def unsafe_pickle(path: Path, e: Exception) -> WeightsError:
+    """Our refusal of a pickle that needs more than tensors (torch's own message, which ends in
+    advice to turn the safety off, is not shown): what the file is, why, what to do."""
+    text = str(e)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    op = re.search(r"Unsupported operand (\d+)", text)
+    what = (f"it refers to the Python object {found.group(1)}" if found else
+            f"it uses pickle opcode {op.group(1)}, which tensor files never need" if op else
+            "it holds Python objects beyond tensors")
+    return WeightsError(
+        f"{path}: refused to load: this is a pickled file that needs Python code to rebuild ({what}); "
+        "unpickling it could run arbitrary code, so iaabench reads only tensors from pickles",
+        "if you trust the file's source, convert it once to plain tensors in Python: "
+        "torch.save(<the model or state_dict it holds>.state_dict(), 'plain.pt') after loading it with "
+        "torch.load(path, weights_only=False), then pass plain.pt (or a .safetensors file); a run's "
+        "checkpoint becomes a self-describing file with `iaabench export`")
 
 
 def extract_state_dict(obj, path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:

@@ -229,3 +229,17 @@ def test_card_yaml_with_a_python_tag_is_refused(tmp_path, marker, monkeypatch):
             cards.load_card("nima")
     finally:
         cards.load_card.cache_clear()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_the_unsafe_pickle_refusal_is_our_own_complete_message(tmp_path, marker):
+    """What the file is, why it is refused and what to do; never torch's advice to re-run
+    torch.load with weights_only=False."""
+    for kind, path in _crafted_checkpoints(tmp_path, marker).items():
+        with pytest.raises(WeightsError) as e:
+            safe_load(path)
+        text = str(e.value)
+        assert "Re-running" not in text and "PyTorch 2.6" not in text and "file an issue" not in text, kind
+        assert "pickled file that needs Python code" in e.value.message and "arbitrary code" in e.value.message
+        assert "the Python object posix.mkdir" in e.value.message or "opcode" in e.value.message, e.value.message
+        assert "iaabench export" in e.value.hint and "plain.pt" in e.value.hint
