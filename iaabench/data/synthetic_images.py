@@ -41,6 +41,8 @@ COMPOSITION_PRIOR = (0.4, 0.35, 0.25)
 JPEG_SETTINGS = {"format": "JPEG", "quality": 90, "subsampling": 2, "optimize": False, "progressive": False}
 LONG_SIDE = (160, 192)
 SHORT_SIDE_MIN = 128
+#: The smallest and largest `long_side` of photo-size images (AVA and TAD66K photos: about 800 px).
+MIN_LONG_SIDE, MAX_LONG_SIDE = 256, 4096
 
 
 # --- attributes ---------------------------------------------------------------------------
@@ -425,23 +427,53 @@ def _subject_position(rng, composition: str, w: int, h: int) -> tuple[float, flo
     return (fx + rng.normal(0, 0.015)) * w, (fy + rng.normal(0, 0.015)) * h
 
 
-def _image_size(rng) -> tuple[int, int]:
+def _image_size(rng, long_side: int | None = None) -> tuple[int, int]:
+    """(width, height): the default small size, or the same shape with its long side `long_side`."""
     long = int(rng.integers(LONG_SIDE[0], LONG_SIDE[1] + 1))
     short = max(SHORT_SIDE_MIN, round(long / rng.uniform(1.0, 1.5)))
+    if long_side is not None:
+        long, short = long_side, round(short * long_side / long)
     return (long, short) if rng.random() < 0.7 else (short, long)  # (width, height)
 
 
-def render(a: Attributes, rng: np.random.Generator) -> Image.Image:
+def _photo_detail(cv: _Canvas, rng: np.random.Generator, bg: "_Layer", fg: "_Layer") -> None:
+    """Photographic detail for photo-size images: surface texture at every scale (1/f noise,
+    as in foliage, fabric, stone), fine edges (grass, twigs, wires) in the background, and
+    texture on the subject. Without it a large painted scene is flat and its JPEG is a
+    fraction of a photo's weight."""
+    octaves = [c for c in (6, 16, 48, 128, 384) if c <= cv.s // 2]
+    shade = sum(cv.texture(rng, c, 0.05 * (6 / c) ** 0.35) for c in octaves)
+    fine = rng.normal(0, 0.02, size=(cv.h, cv.w, 1)).astype(np.float32)
+    bg.rgb += shade + fine + cv.texture(rng, 24, 0.02) * rng.normal(0, 1, size=(1, 1, 3)).astype(np.float32)
+    for _ in range(int(rng.integers(60, 140))):  # thin strokes: grass, twigs, wires
+        x0, y0 = rng.uniform(0, cv.w), rng.uniform(0, cv.h)
+        ang, length = rng.uniform(0, math.pi), rng.uniform(0.02, 0.15) * cv.s
+        x1, y1 = x0 + length * math.cos(ang), y0 + length * math.sin(ang)
+        ys, xs, y, x = cv.region(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip(((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy), 0, 1)
+        d = np.hypot(x - x0 - t * dx, y - y0 - t * dy)
+        tone = float(rng.uniform(-0.25, 0.25))
+        bg.paint(_Mask(ys, xs, np.clip(rng.uniform(0.6, 1.6) - d, 0, 1)), np.clip(bg.rgb[ys, xs].mean((0, 1)) + tone, 0, 1),
+                 alpha=0.7)
+    fg.rgb += fg.a * (0.6 * shade + 0.7 * fine)
+
+
+def render(a: Attributes, rng: np.random.Generator, long_side: int | None = None) -> Image.Image:
     """Paint the theme's scene with its subject where the composition says, then apply the
-    photographic attributes to the pixels."""
+    photographic attributes to the pixels. `long_side` (None: the default small images) makes a
+    photo-size image of that long side, with photographic detail (`_photo_detail`) and sensor
+    grain, whose JPEG weighs like a photo's."""
     from scipy.ndimage import gaussian_filter  # imported here: importing iaabench stays quick
 
     rule = _RULES[a.theme]
-    w, h = _image_size(rng)
+    w, h = _image_size(rng, long_side)
     cv = _Canvas(h, w)
     cx, cy = _subject_position(rng, a.composition, w, h)
     accent = _hsv(rule.hue + a.hue_offset, 0.75, 0.85)
     bg, fg = rule.paint(cv, rng, cx, cy, accent)
+    if long_side is not None:
+        _photo_detail(cv, rng, bg, fg)
     scale = cv.s / 160
     back = gaussian_filter(bg.rgb, sigma=(3.5 * a.bokeh * scale, 3.5 * a.bokeh * scale, 0))
     img = back * (1 - fg.a) + fg.rgb
@@ -450,7 +482,14 @@ def render(a: Attributes, rng: np.random.Generator) -> Image.Image:
     img = img * 2.0 ** (1.1 * a.exposure)
     sigma = 1.8 * a.blur * scale
     img = gaussian_filter(img, sigma=(sigma, sigma, 0))
-    img = img + rng.normal(0, 0.09 * a.noise, size=img.shape).astype(np.float32)
+    if long_side is None:
+        img = img + rng.normal(0, 0.09 * a.noise, size=img.shape).astype(np.float32)
+    else:  # `noise` at the grain of a default-size image (what a model sees after resizing), plus sensor grain
+        from scipy.ndimage import zoom
+
+        coarse = rng.normal(0, 0.09 * a.noise, size=(math.ceil(h / scale), math.ceil(w / scale), 3))
+        img = img + zoom(coarse.astype(np.float32), (h / coarse.shape[0], w / coarse.shape[1], 1), order=1)[:h, :w]
+        img = img + rng.normal(0, 0.006, size=img.shape).astype(np.float32)
     return Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
