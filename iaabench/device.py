@@ -11,10 +11,22 @@ def on_cuda(device: str) -> bool:
     return str(device).startswith("cuda")
 
 
-def autocast(device: str):
-    """bf16 autocast on CUDA; a no-op on the CPU (one code path for every precision)."""
-    if on_cuda(device):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+#: Precisions of a forward pass: "float32" (no autocast) or "bf16" (bf16 autocast).
+PRECISIONS = ("float32", "bf16")
+
+
+def autocast(device: str, precision: str | None = None):
+    """The autocast of a forward pass on `device`. `precision` None is the training policy: bf16
+    autocast on CUDA, a no-op on the CPU (one code path for every precision). Evaluation names
+    its precision: "float32" (no autocast; the default of `evaluate.predict`, the precision
+    released checkpoints' parity is measured in) or "bf16" (bf16 autocast on the device's type,
+    the CPU included)."""
+    if precision is None:
+        precision = "bf16" if on_cuda(device) else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if precision == "bf16":
+        return torch.autocast(device_type="cuda" if on_cuda(device) else "cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

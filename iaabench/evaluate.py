@@ -4,6 +4,11 @@ The order is the dataset's own (label-file order) and the batch size is the reci
 `eval_batch_size`; both are recorded, because a batch-dependent model (TANet) predicts
 differently in another batch. With several crops per image (HyperIQA) the prediction is the
 mean over the crops, which come from a seeded generator: evaluation is deterministic.
+
+Precision: evaluation runs in float32 unless asked for bf16 (`precision="bf16"`, the
+command line's `--eval-precision bf16`), on every device: released checkpoints' parity holds in
+float32, and a model selected on float32 validation scores is tested the way it was selected.
+Training keeps bf16 autocast on CUDA (`device.autocast`).
 """
 from __future__ import annotations
 
@@ -24,14 +29,15 @@ from .device import autocast, flatten_crops
 @torch.no_grad()
 def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | None = None,
             batch_size: int | None = None, *, scale_max: float, device: str = "cpu", seed: int = 0, workers: int = 0,
-            strict: bool = False, progress=None, notes: dict[str, str] | None = None
+            strict: bool = False, progress=None, notes: dict[str, str] | None = None, precision: str = "float32"
             ) -> tuple[Predictions, list[tuple[int, str]]]:
     """Predictions (native scale) for the samples of `data` and the images that could not be
     used (positions in its sample list, reasons).
 
     `data` is a batch source, or a sample list read through the reference source with `spec`
     and `batch_size` (a last batch of one joins the one before for batch-dependent models).
-    `notes` collects each image's decoding note (image path -> note)."""
+    `notes` collects each image's decoding note (image path -> note). `precision`: "float32"
+    (default) or "bf16" autocast (`device.PRECISIONS`)."""
     model.to(device).eval()
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
     source = as_source(data, spec, batch_size, train=False, seed=seed, workers=workers, min_last=min_last)
@@ -47,7 +53,7 @@ def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | N
             notes.update((str(samples[i].path), note) for i, note in batch.notes)
         if len(batch.index):
             b, crops = batch.x.shape[:2]
-            with autocast(device):
+            with autocast(device, precision):
                 pred = model.predict(model(flatten_crops(batch.x, device)))
             scores.append(pred.score.float().reshape(b, crops).mean(1).cpu())
             if pred.dist is not None:

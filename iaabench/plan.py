@@ -57,6 +57,7 @@ class RunConfig:
     head: str | None = None  # None: the recipe's head (or the model's first)
     compile: bool = False  # torch.compile the model's forward (the module, its weights and names stay as they are)
     tensorboard: Path | None = None  # log per-epoch scalars to TensorBoard under this folder
+    eval_precision: str = "float32"  # the test evaluation's precision: float32 or bf16 (autocast)
 
 
 #: Fields of a plan that say where files are or how fast the work goes, not what it computes:
@@ -91,6 +92,7 @@ class RunPlan:
     resume: bool = False
     results_root: str | None = None
     tensorboard: str | None = None
+    eval_precision: str = "float32"  # `device.PRECISIONS`; part of the key (bf16 changes the numbers)
 
     def __hash__(self) -> int:
         return hash(self.key())
@@ -153,6 +155,10 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
     for name, v in (("seed", req.seed), ("split-seed", req.split_seed)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ConfigError(f"--{name} {v!r}: expected a non-negative integer")
+    from .device import PRECISIONS
+
+    if req.eval_precision not in PRECISIONS:
+        raise ConfigError(f"--eval-precision {req.eval_precision!r}: expected one of {', '.join(PRECISIONS)}")
     recipe = recipe_for(req)
     head = req.head or recipe.head or info.heads[0]
     if head not in info.heads:
@@ -171,7 +177,7 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
         dataset_options=dict(req.dataset_options), fast=bool(req.fast), compile=bool(req.compile),
         device=req.device, data_root=_str(req.data_root), images=_str(req.images), workers=int(req.workers),
         strict=bool(req.strict), resume=bool(req.resume), results_root=_str(req.results_root),
-        tensorboard=_str(req.tensorboard))
+        tensorboard=_str(req.tensorboard), eval_precision=req.eval_precision)
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -151,7 +151,7 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     t0 = time.perf_counter()
     test_notes: dict[str, str] = {}
     preds, failed = predict(model, src["test"], scale_max=scale_max, device=plan.device, strict=plan.strict,
-                            progress=progress, notes=test_notes)
+                            progress=progress, notes=test_notes, precision=plan.eval_precision)
     t_eval = time.perf_counter() - t0
     if len(preds.image_id) < 3:
         raise IAAError(f"only {len(preds.image_id)} test images could be evaluated; see the skipped images")
@@ -183,6 +183,7 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
         "provenance": {
             **git_state(), **environment(plan.device), "seed": plan.seed, "split_seed": plan.split_seed,
             "evaluation": {"batch_size": recipe.eval_batch_size, "order": "dataset order (label files)",
+                           "precision": plan.eval_precision,
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
                            "data_path": "cached features" if getattr(model, "feature_cache", False) else
                            "fast (cached pixels)" if plan.fast else "reference (PIL decode every epoch)"},

@@ -52,6 +52,9 @@ RUN_OPTIONS = [
     ("tensorboard", Optional[Path], typer.Option(None, "--tensorboard", help="Log per-epoch training scalars to "
                                                  "TensorBoard under this folder (extra: iaabench[tensorboard])."),
      ("run",)),
+    ("eval_precision", str, typer.Option("float32", "--eval-precision", help="Precision of the test evaluation: "
+                                         "float32 (default; released checkpoints' parity holds in float32) or bf16 "
+                                         "(autocast; recorded)."), ("run", "eval")),
     ("head", Optional[str], typer.Option(None, help="score or dist (default: the recipe's; e.g. dist for TANet's AVA "
                                          "checkpoint)."), ("run", "eval")),
 ]
@@ -83,7 +86,7 @@ def _plans(train: bool, o: dict) -> list:
                   device=_device(o["device"]), weights=o["weights"], pretrained=o["pretrained"],
                   resume=o.get("resume", False), strict=o["strict"], fast=o["fast"], workers=o["workers"],
                   dataset_options=_parse_options(o["option"]), compile=o["compile"], head=o["head"], train=train,
-                  tensorboard=o.get("tensorboard"))
+                  tensorboard=o.get("tensorboard"), eval_precision=o.get("eval_precision", "float32"))
     return [resolve(RunConfig(seed=s, **common)) for s in seeds]
 
 
