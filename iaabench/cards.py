@@ -26,6 +26,18 @@ RECIPE_KEYS = keys(RecipeEntry)
 OPTIMIZERS = {"adam", "adamw", "sgd"}
 SCHEDULES = {"none", "step", "multistep"}
 REPORTED_KEYS = keys(Reported)
+#: Splits a paper reported on that no loader implements (the loaders' own splits come from the
+#: registry): dataset -> split -> what it is. A reported row must name one of these or a loader split.
+PUBLISHED_SPLITS: dict[str, dict[str, str]] = {
+    "ava": {
+        "nima-own": "the NIMA authors' own AVA split (not published)",
+        "musiq-own": "the split of the MUSIQ paper's AVA experiment (not published with the paper's number)",
+        "relic-random": "the ReLIC authors' random AVA split (reference/relic_eat.md)",
+        "eat-release": "the split the EAT release's checkpoint was selected on (reference/relic_eat.md)",
+        "vila-own": "the split of the VILA paper's AVA experiment (not read here)",
+    },
+    "flickr-aes": {"piaa": "the personalized protocol: 37 test workers, k adaptation images each (`iaabench piaa`)"},
+}
 
 
 @dataclass(frozen=True)
@@ -226,10 +238,35 @@ def load_card(family: str) -> Card:
     for i, row in enumerate(data.get("reported", []) or []):
         if row["model"] not in data["variants"]:
             raise ConfigError(f"{path}: reported[{i}].model: '{row['model']}' is not a variant of this card")
+        _check_reported(row, f"{path}: reported[{i}] ({row['model']}, {row['dataset']}, {row['metric']})")
     card = Card(family, path, data)
     for name in data["recipes"]:
         card.recipe(name)  # validates the whole chain now, not at the first run
     return card
+
+
+def known_splits(dataset: str) -> dict[str, str]:
+    """The splits a reported number on `dataset` may name: the loader's (when the dataset is
+    registered) and the published ones no loader implements (`PUBLISHED_SPLITS`), with what each is."""
+    from .errors import IAAError
+    from .registry import dataset_info
+
+    try:
+        loader = {s: "a split of the dataset's loader" for s in dataset_info(dataset).splits}
+    except IAAError:  # a dataset iaabench does not load (e.g. KonIQ-10k)
+        loader = {}
+    return {**loader, **PUBLISHED_SPLITS.get(dataset, {})}
+
+
+def _check_reported(row: dict, where: str) -> None:
+    """A reported number names its source and a known split of its dataset."""
+    if not str(row["source"]).strip():
+        raise ConfigError(f"{where}: source is empty", "say where the number was read (paper, table, URL)")
+    splits = known_splits(row["dataset"])
+    if row["split"] not in splits:
+        raise ConfigError(f"{where}: unknown split '{row['split']}' of dataset '{row['dataset']}'",
+                          ("known: " + ", ".join(sorted(splits)) if splits else "no split of that dataset is known")
+                          + "; a paper's own split goes into cards.PUBLISHED_SPLITS with what it is")
 
 
 def _with_overlay(data: dict, overlay: Path) -> dict:

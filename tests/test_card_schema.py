@@ -69,3 +69,28 @@ def test_a_bad_card_is_one_error_naming_the_file_and_key(write_card, path, value
 def test_every_shipped_card_passes_the_schema():
     cards.load_card.cache_clear()
     assert len(cards.all_cards()) >= 4
+
+
+ROW = {"model": "toycard", "dataset": "ava", "split": "official", "metric": "srcc", "value": 0.5, "source": "A paper"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"split": "nima-oww"}, r"toycard.yaml: reported\[0\] \(toycard, ava, srcc\): unknown split 'nima-oww'"),
+    ({"source": "  "}, r"toycard.yaml: reported\[0\] \(toycard, ava, srcc\): source is empty"),
+    ({"source": None}, r"toycard.yaml.reported\[0\]: missing key 'source'"),
+    ({"split": None}, r"toycard.yaml.reported\[0\]: missing key 'split'"),
+    ({"dataset": "koniq-10k"}, r"reported\[0\] \(toycard, koniq-10k, srcc\): unknown split 'official'"),
+])
+def test_a_reported_number_needs_a_known_split_and_a_source(write_card, change, message):
+    row = {k: v for k, v in {**ROW, **change}.items() if v is not None}
+    write_card({**BASE, "reported": [ROW, row][1:]})
+    with pytest.raises(ConfigError, match=message):
+        cards.load_card("toycard")
+
+
+def test_known_splits_are_the_loaders_and_the_published_ones(write_card):
+    known = cards.known_splits("ava")
+    assert {"official", "tanet-random", "nima-own"} <= set(known) and "piaa" not in known
+    assert "piaa" in cards.known_splits("flickr-aes")
+    write_card({**BASE, "reported": [ROW, {**ROW, "split": "nima-own"}, {**ROW, "split": "tanet-random"}]})
+    assert len(cards.load_card("toycard").reported) == 3

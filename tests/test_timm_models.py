@@ -75,3 +75,37 @@ def test_pretrained_weights_offline_first(tmp_path, monkeypatch):
     # a file of another model is refused with the differences
     with pytest.raises(WeightsError, match="does not fit timm model"):
         create_model("timm:resnet34", pretrained=str(tmp_path / "resnet18.a1_in1k.safetensors"))
+
+
+def test_nima_mobilenet_v1_is_the_papers_mobilenet_on_timms_backbone(tmp_path, monkeypatch):
+    """nima-mobilenet-v1: timm's MobileNet v1 trunk (1024 pooled values) with NIMA's head, timm's
+    input normalisation, weights offline-first; the paper's MobileNet rows are carded on it, not
+    on the default nima (MobileNetV2, our choice)."""
+    from iaabench.models.nima import MOBILENET_V1
+
+    m = create_model("nima-mobilenet-v1", pretrained="none").eval()
+    assert m.trunk.default_cfg["architecture"] == "mobilenetv1_100" and m.classifier[1].in_features == 1024
+    with torch.no_grad():
+        out = m(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 10) and torch.allclose(out.sum(1), torch.ones(2), atol=1e-5)
+    assert m.input.mean == (0.5, 0.5, 0.5) and m.input.interpolation == "bicubic"
+    # weights: the file timm publishes, classifier included, found in the weights folder
+    monkeypatch.setenv("IAABENCH_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv("IAABENCH_DOWNLOAD", raising=False)
+    monkeypatch.setattr("iaabench.models.backbones._hf_cached", lambda repo, fn: None)
+    with pytest.raises(WeightsError, match=MOBILENET_V1.replace(".", r"\.")):
+        create_model("nima-mobilenet-v1", pretrained="default")
+    torch.manual_seed(2)
+    full = timm.create_model("mobilenetv1_100", pretrained=False)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, str(tmp_path / f"{MOBILENET_V1}.safetensors"))
+    loaded = create_model("nima-mobilenet-v1", pretrained="default")
+    assert torch.equal(loaded.trunk.conv_stem.weight, full.conv_stem.weight)
+    # the card: the paper's MobileNet rows on the v1 variant; the default says MobileNetV2 is our choice
+    card = load_card("nima")
+    rows = {(r["model"], r["metric"]): r["value"] for r in card.reported if r["dataset"] == "ava"}
+    assert rows[("nima-mobilenet-v1", "srcc")] == 0.510 and rows[("nima-mobilenet-v1", "plcc")] == 0.518
+    assert not any(model == "nima" for model, _ in rows)
+    assert "our choice" in card.variants["nima"]["deviation"]

@@ -5,7 +5,8 @@ An ImageNet classifier whose last layer is replaced by Dropout(0.75) -> Linear(1
 a distribution over ratings 1..10, trained with the EMD loss (r = 2, per image, then averaged).
 The mean and standard deviation of that distribution are the predicted score and its spread.
 
-Backbones: MobileNetV2 (the default), VGG-16, and Inception. The paper's "Inception-v2"
+Backbones: MobileNetV2 (the default: iaabench's choice, torchvision's weights), MobileNet v1 (the
+paper's MobileNet, `nima-mobilenet-v1`, timm's `mobilenetv1_100`), VGG-16, and Inception. The paper's "Inception-v2"
 (BN-Inception) has no ImageNet weights in torchvision or timm; torchvision's Inception-v3 stands
 in for it: the same family's next version (factorised convolutions + BatchNorm), which is what
 public re-implementations use when they say "Inception". This is recorded in the card.
@@ -18,6 +19,7 @@ from torch import nn
 from ..registry import register_model
 from . import backbones
 from .base import UNIT_RANGE, IAAModel, InputSpec
+from .timm_iqa import create_backbone, input_spec_from_timm
 
 PAPER = "Talebi & Milanfar, NIMA: Neural Image Assessment, IEEE TIP 2018"
 
@@ -71,6 +73,17 @@ def _mobilenet_v2(pretrained):
     return _Pooled(backbones.mobilenet_v2(pretrained).features), 1280
 
 
+#: The paper's MobileNet is v1 (Howard et al. 2017); timm's ImageNet MobileNet v1 (width 1.0).
+MOBILENET_V1 = "mobilenetv1_100.ra4_e3600_r224_in1k"
+
+
+def _mobilenet_v1(pretrained):
+    """timm's MobileNet v1 without its classifier: image -> global average pool (1024 values).
+    Weights resolve offline-first like every timm backbone (`timm_iqa.resolve_timm_weights`)."""
+    net = create_backbone(MOBILENET_V1, pretrained)
+    return net, int(net.num_features)
+
+
 def _vgg16(pretrained):
     net = backbones.vgg16(pretrained)
     net.classifier = net.classifier[:-1]  # keep fc6, fc7 (and their ReLU/Dropout); drop the 1000-way layer
@@ -109,6 +122,14 @@ def _build(trunk_fn, head: str, pretrained: str | None = "default", dropout: flo
                 description="NIMA on ImageNet MobileNetV2 (the default variant)")
 def nima(head="dist", pretrained="default", dropout=0.75, trunk_seed=None, freeze_trunk=False):
     return _build(_mobilenet_v2, head, pretrained, dropout, trunk_seed, freeze_trunk)
+
+
+@register_model("nima-mobilenet-v1", family="nima", paper=PAPER, heads=("dist",),
+                description="NIMA on ImageNet MobileNet v1 (the paper's MobileNet; timm mobilenetv1_100)")
+def nima_mobilenet_v1(head="dist", pretrained="default", dropout=0.75, trunk_seed=None, freeze_trunk=False):
+    model = _build(_mobilenet_v1, head, pretrained, dropout, trunk_seed, freeze_trunk)
+    model.input = input_spec_from_timm(MOBILENET_V1)  # timm's filter and normalisation of these weights
+    return model
 
 
 @register_model("nima-vgg16", family="nima", paper=PAPER, heads=("dist",), description="NIMA on ImageNet VGG-16")

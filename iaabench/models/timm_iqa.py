@@ -121,6 +121,17 @@ def load_timm_weights(module: nn.Module, name: str, pretrained: str | None, igno
     return module
 
 
+#: Classifier names of timm models: a backbone without its classifier ignores these keys of a file.
+CLASSIFIER_KEYS = ("head", "fc.", "classifier", "last_linear")
+
+
+def create_backbone(name: str, pretrained: str | None = "default") -> nn.Module:
+    """timm model `name` without its classifier (global pooling kept: image -> (B, num_features)),
+    with its pretrained weights resolved offline-first unless `pretrained` is "none"."""
+    net = _timm().create_model(name.split(".")[0], pretrained=False, num_classes=0)
+    return load_timm_weights(net, name, pretrained, ignore=CLASSIFIER_KEYS)
+
+
 # --- the model -----------------------------------------------------------------------------------
 
 class TimmIAA(IAAModel):
@@ -131,12 +142,10 @@ class TimmIAA(IAAModel):
         super().__init__()
         if head not in HEAD_OUT:
             raise ConfigError(f"timm model head {head!r}: expected 'dist' or 'score'")
-        timm = _timm()
         self.timm_name = check_timm_name(name)
         self.head = head
         self.input = input_spec_from_timm(name)
-        self.backbone = timm.create_model(name.split(".")[0], pretrained=False, num_classes=0)
-        load_timm_weights(self.backbone, name, pretrained, ignore=("head", "fc.", "classifier", "last_linear"))
+        self.backbone = create_backbone(name, pretrained)
         feats = int(self.backbone.num_features)
         layers = [nn.Dropout(dropout), nn.Linear(feats, HEAD_OUT[head])]
         self.classifier = nn.Sequential(*layers, *([nn.Softmax(dim=1)] if head == "dist" else []))
