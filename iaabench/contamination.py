@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -49,14 +49,22 @@ class TrainedOn:
     n_ids: int | None = None
     ids_sha256: str | None = None
     ids: frozenset | None = None
+    #: the dataset loader's options the split was loaded with (e.g. a synthetic dataset's size)
+    options: dict = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_ids(cls, dataset: str, split: str, ids: Iterable) -> "TrainedOn":
+    def from_ids(cls, dataset: str, split: str, ids: Iterable, options: dict | None = None) -> "TrainedOn":
         s = frozenset(str(i) for i in ids)
-        return cls(dataset, split, len(s), ids_checksum(s), s)
+        return cls(dataset, split, len(s), ids_checksum(s), s, dict(options or {}))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainedOn":
+        return cls(str(d["dataset"]), str(d["split"]), d.get("n_ids"), d.get("ids_sha256"),
+                   options=dict(d.get("options") or {}))
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "split": self.split, "n_ids": self.n_ids, "ids_sha256": self.ids_sha256}
+        out = {"dataset": self.dataset, "split": self.split, "n_ids": self.n_ids, "ids_sha256": self.ids_sha256}
+        return {**out, "options": dict(self.options)} if self.options else out
 
     def with_ids(self, ids: Iterable, where: str = "") -> "TrainedOn":
         """These declared weights with their ids, after checking the ids against the declaration."""
@@ -69,7 +77,7 @@ class TrainedOn:
             raise IAAError(f"{where or self.dataset}: the training ids rebuilt for {self.dataset}/{self.split} have "
                            f"sha256 {got[1][:12]}..., the declaration says {self.ids_sha256[:12]}...",
                            "are these the same label files?")
-        return TrainedOn(self.dataset, self.split, got[0], got[1], s)
+        return TrainedOn(self.dataset, self.split, got[0], got[1], s, dict(self.options))
 
 
 def overlap(trained_on, test_samples) -> tuple[int, int]:
@@ -160,4 +168,69 @@ def declared_checkpoints(card) -> list[dict]:
                 raise ConfigError(f"{where}.trained_on.ids_sha256: expected 64 hex digits, got {sha!r}")
             entry["trained_on"] = TrainedOn(str(t["dataset"]), str(t["split"]), n, sha)
         out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard of an eval-only run
+
+
+def trained_on_of(weights: str | Path, family: str) -> tuple["TrainedOn | None", str]:
+    """(what `weights` were trained on, where that was read): a checkpoint the harness saved or
+    an exported file says it itself (`trained_on`); a released file is matched by name to its
+    card's `checkpoints:` declaration. (None, "") when nothing says."""
+    from .cards import load_card
+    from .weights import read_metadata, safe_load
+
+    path = Path(weights)
+    if path.suffix == ".safetensors":
+        meta = read_metadata(path) or {}
+        t = meta.get("trained_on")
+        if isinstance(t, dict):
+            return TrainedOn.from_dict(t), "the exported file's metadata"
+    elif path.is_file():
+        ck = safe_load(path)
+        t = ck.get("trained_on") if isinstance(ck, dict) else None
+        if isinstance(t, dict):
+            return TrainedOn.from_dict(t), "the checkpoint"
+    for e in declared_checkpoints(load_card(family)):
+        if e["file"] == path.name and e.get("trained_on") is not None:
+            return e["trained_on"], f"the {family} card's checkpoints: entry for {path.name}"
+    return None, ""
+
+
+def guard(plan, data, test: list, load_split) -> dict:
+    """For an eval-only run of `plan.weights` on `test` (of `data`, the loaded dataset): what the
+    weights were trained on and how many test images they saw in training.
+
+    Stops (`IAAError`) when some did, or when the overlap cannot be counted, unless
+    `plan.allow_overlap`; then the returned entry says so and the record and the table mark the
+    cell. `load_split(split, options)` loads another split of the same dataset (the weights'
+    training split, to rebuild its ids from the label files)."""
+    t, source = trained_on_of(plan.weights, plan.family)
+    if t is None:
+        return {"trained_on": None, "overlap": None, "note": "the weights do not say what they were trained on"}
+    out = {"trained_on": {**t.to_dict(), "source": source}, "overlap": None}
+    if t.dataset != plan.dataset:
+        out["note"] = f"trained on another dataset ({t.dataset}): image ids are not comparable"
+        return out
+    hint = ("evaluate on a split disjoint from the weights' training split, or pass --allow-overlap to evaluate "
+            "anyway (the record and the table mark the cell)")
+    try:
+        same = t.split == data.split and t.options == dict(plan.dataset_options)
+        train = data.splits["train"] if same else load_split(t.split, t.options).splits["train"]
+        t = t.with_ids((s.image_id for s in train), where=str(plan.weights))
+    except IAAError as e:
+        if not plan.allow_overlap:
+            raise IAAError(f"{plan.weights}: cannot count how many test images these weights were trained on "
+                           f"({t.dataset}/{t.split}, per {source}): {e.message}", hint) from None
+        out["overlap"] = {"n_overlap": None, "n_test": len({s.image_id for s in test}), "allowed": True,
+                          "reason": e.message}
+        return out
+    n, n_test = overlap(t, test)
+    out["overlap"] = {"n_overlap": n, "n_test": n_test, "allowed": bool(plan.allow_overlap)}
+    if n and not plan.allow_overlap:
+        raise IAAError(f"{plan.weights}: {n} of the {n_test} test images ({plan.dataset}, split {data.split}) are "
+                       f"among the {t.n_ids} images these weights were trained on ({t.dataset}/{t.split}, per "
+                       f"{source})", hint)
     return out

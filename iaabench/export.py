@@ -11,7 +11,9 @@ tool):
   recipe's test-time transforms for the dataset it was trained on);
 - `scale` ([low, high] of that dataset's scores), `dataset`, `split` (name and manifest),
   `train_ids_sha256` (the checksum of the training image ids, where the record or checkpoint
-  names one; null otherwise), `metrics` (the record's, with CIs) and `record` (its run id);
+  names one; null otherwise), `trained_on` (dataset, split, loader options, count and checksum of
+  the training ids, from the checkpoint: `eval` refuses test images among them, see
+  `contamination.guard`), `metrics` (the record's, with CIs) and `record` (its run id);
 - `code` (iaabench version, git commit and whether the tree was dirty), `source` (the file
   exported from and its sha256), `created`.
 
@@ -57,7 +59,7 @@ def export(weights: str | Path, out: str | Path, *, model: str | None = None, da
         "options": src.options, "input": src.model.input.to_dict(),
         "test_transforms": src.transforms_dict(), "eval_batch_size": src.batch_size,
         "scale": list(src.scale), "dataset": src.dataset, "split": src.split,
-        "train_ids_sha256": src.train_ids_sha256, "metrics": src.metrics,
+        "train_ids_sha256": src.train_ids_sha256, "trained_on": src.trained_on, "metrics": src.metrics,
         "record": src.record.get("run_id") if src.record else None,
         "code": code_version(),
         "source": {"path": str(src.weights_path), "sha256": sha256(src.weights_path)},

@@ -58,11 +58,13 @@ class RunConfig:
     compile: bool = False  # torch.compile the model's forward (the module, its weights and names stay as they are)
     tensorboard: Path | None = None  # log per-epoch scalars to TensorBoard under this folder
     eval_precision: str = "float32"  # the test evaluation's precision: float32 or bf16 (autocast)
+    allow_overlap: bool = False  # eval: evaluate even where the weights were trained on test images (marked)
 
 
 #: Fields of a plan that say where files are or how fast the work goes, not what it computes:
 #: they are left out of `key()`.
-PLACE_FIELDS = ("device", "data_root", "images", "workers", "strict", "resume", "results_root", "tensorboard")
+PLACE_FIELDS = ("device", "data_root", "images", "workers", "strict", "resume", "results_root", "tensorboard",
+                "allow_overlap")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class RunPlan:
     results_root: str | None = None
     tensorboard: str | None = None
     eval_precision: str = "float32"  # `device.PRECISIONS`; part of the key (bf16 changes the numbers)
+    allow_overlap: bool = False
 
     def __hash__(self) -> int:
         return hash(self.key())
@@ -177,7 +180,8 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
         dataset_options=dict(req.dataset_options), fast=bool(req.fast), compile=bool(req.compile),
         device=req.device, data_root=_str(req.data_root), images=_str(req.images), workers=int(req.workers),
         strict=bool(req.strict), resume=bool(req.resume), results_root=_str(req.results_root),
-        tensorboard=_str(req.tensorboard), eval_precision=req.eval_precision)
+        tensorboard=_str(req.tensorboard), eval_precision=req.eval_precision,
+        allow_overlap=bool(req.allow_overlap))
 
 
 def parse_seeds(text: str) -> list[int]:

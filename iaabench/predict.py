@@ -64,6 +64,7 @@ class Source:
     split: dict | None = None
     train_ids_sha256: str | None = None
     metrics: dict | None = None
+    trained_on: dict | None = None  # dataset, split, options and ids checksum (contamination.TrainedOn)
 
     def transforms_dict(self) -> dict:
         d = asdict(self.spec)
@@ -183,11 +184,13 @@ def load_source(weights: str | Path, *, model: str | None = None, dataset: str |
     spec = transform_spec(spec_d, built, f"{where}: test_transforms")
     split = meta.get("split") if meta else (
         {"name": rec["split"].get("name"), "manifest": rec["split"].get("manifest")} if rec and rec.get("split") else None)
+    trained_on = (meta or {}).get("trained_on") or ck.get("trained_on")  # the harness saves it in checkpoints
     ids = (meta or {}).get("train_ids_sha256") or ((rec or {}).get("split") or {}).get("train_ids_sha256") \
-        or ck.get("train_ids_sha256")
+        or ck.get("train_ids_sha256") or (trained_on or {}).get("ids_sha256")
     return Source(built, name, info.family, h, ds, (float(scale[0]), float(scale[1])),
                   spec, int(bs or 1), dict(options), path,
-                  rec, rpath, meta, split, ids, (meta or {}).get("metrics") or (rec or {}).get("metrics"))
+                  rec, rpath, meta, split, ids, (meta or {}).get("metrics") or (rec or {}).get("metrics"),
+                  trained_on)
 
 
 def transform_spec(d: dict, model, where: str) -> TransformSpec:

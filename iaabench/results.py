@@ -240,6 +240,10 @@ def _overlap(rec: dict) -> str:
     if not o:
         return ""
     if isinstance(o, dict) and "n_overlap" in o:
+        if o["n_overlap"] == 0:  # checked: the weights saw none of the test images
+            return ""
+        if o["n_overlap"] is None:
+            return f"unknown ({o.get('reason', 'not counted')})"
         return f"{o['n_overlap']} of {o.get('n_test', '?')}"
     return str(o)
 

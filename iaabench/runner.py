@@ -15,6 +15,7 @@ import torch
 from . import api
 from .cards import Recipe
 from .data.batches import make_source
+from .contamination import TrainedOn, guard
 from .data.samples import DatasetSplits, carve_validation, sha256_file
 from .errors import ConfigError, IAAError
 from .evaluate import predict, score_predictions
@@ -112,6 +113,13 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
         train_s, val_s = carve_validation(data.splits["train"], val_fraction, plan.split_seed)
         val_info = {"source": "carved from train", "fraction": val_fraction, "seed": plan.split_seed}
     val_info["n"] = len(val_s)
+    # what the weights were trained on: saved in every checkpoint; an eval-only run of weights that saw
+    # test images in training stops unless --allow-overlap (then the record marks it)
+    trained_on = TrainedOn.from_ids(plan.dataset, data.split, (s.image_id for s in data.splits["train"]),
+                                    plan.dataset_options)
+    weights_info = guard(plan, data, test, lambda split, options: api.load_dataset(
+        plan.dataset, root=plan.data_root, split=split, images=plan.images, strict=plan.strict,
+        **{**dp.options, **options})) if plan.weights and not plan.train else None
 
     torch.manual_seed(plan.seed)
     model = api.create_model(plan.model, head=plan.head, pretrained=plan.pretrained, weights=plan.weights,
@@ -138,7 +146,7 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
         try:
             outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=plan.device,
                             seed=plan.seed, run_dir=run_dir, resume=resumed, strict=plan.strict, progress=progress,
-                            on_epoch=logger)
+                            on_epoch=logger, meta={"trained_on": trained_on.to_dict()})
         finally:
             if logger is not None:
                 logger.close()
@@ -170,7 +178,10 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
         "mode": plan.mode, "plan_key": plan.key(), "plan": plan.to_dict(),
         "checkpoint": checkpoint, "last_checkpoint": last_checkpoint,
         "scale": list(data.scale), "dataset_options": dict(plan.dataset_options),
-        "split": {"name": data.split, "manifest": data.manifest, "validation": val_info},
+        "split": {"name": data.split, "manifest": data.manifest, "validation": val_info,
+                  "train_ids_sha256": trained_on.ids_sha256, "n_train_ids": trained_on.n_ids},
+        "trained_on": weights_info["trained_on"] if weights_info else None,
+        "overlap": weights_info["overlap"] if weights_info else None,
         "recipe": recipe.to_dict(),
         "metrics": metrics, "per_theme": per_theme,
         "counts": {"train": len(train_s), "val": len(val_s), "test": len(test), "evaluated": len(preds.image_id),

@@ -108,9 +108,10 @@ def load_model_state(model: IAAModel, state: dict) -> None:
 def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data: BatchSource | Sequence[Sample],
           recipe: Recipe, *, scale_max: float, device: str, seed: int, run_dir: Path, resume: bool = False,
           strict: bool = False, workers: int = 0, progress=None,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainOutcome:
+          on_epoch: Callable[[dict], None] | None = None, meta: dict | None = None) -> TrainOutcome:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
     `on_epoch(entry)` is called with each finished epoch's history entry (TensorBoard logging).
+    `meta` is saved in every checkpoint (the runner's `trained_on`: dataset, split, ids checksum).
 
     `train_data` and `val_data` are batch sources (`iaabench.data.batches`), or sample lists
     read through the reference source with the recipe's transforms and batch sizes."""
@@ -178,14 +179,14 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
         out.history.append(entry)
         if score > best:
             best, out.best_epoch = score, epoch + 1
-            save_checkpoint(run_dir / "best.pt", {"model": model_state(model), "epoch": epoch})
+            save_checkpoint(run_dir / "best.pt", {"model": model_state(model), "epoch": epoch, **(meta or {})})
         save_checkpoint(last, {
             "model": model_state(model), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None, "epoch": epoch,
             "history": out.history, "best_epoch": out.best_epoch, "best_score": best, "failed": out.failed,
             "notes": out.notes,
             "recipe": recipe.to_dict(), "seed": seed, "train_seconds": out.train_seconds,
-            "images_seen": out.images_seen})
+            "images_seen": out.images_seen, **(meta or {})})
         if on_epoch is not None:
             on_epoch(entry)
     if (run_dir / "best.pt").is_file():

@@ -92,3 +92,111 @@ def test_every_cards_checkpoints_validate_and_bad_ones_name_the_key(tmp_path, mo
             declared_checkpoints(load_card("tanet"))
     finally:
         load_card.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard: eval-only runs of weights that saw test images
+
+
+def _checkpoint(path, trained_on):
+    import torch
+
+    import iaabench
+
+    torch.manual_seed(0)
+    state = iaabench.create_model("nima", pretrained="none", trunk_seed=0).state_dict()
+    torch.save({"model": state, "epoch": 0, **({"trained_on": trained_on.to_dict()} if trained_on else {})}, path)
+    return path
+
+
+def _eval(weights, n, tmp_path, **kw):
+    from iaabench.plan import RunConfig
+    from iaabench.runner import execute
+
+    return execute(RunConfig(model="nima", dataset="synth-tad66k", recipe="pinned", train=False, weights=weights,
+                             dataset_options={"n": n}, results_root=tmp_path / "results", **kw), log=lambda *a: None)[0]
+
+
+def test_eval_of_weights_trained_on_test_images_stops_unless_allowed(tmp_path):
+    import iaabench
+
+    small = iaabench.load_dataset("synth-tad66k", n=200)  # image i is the same image whatever n is
+    trained_on = TrainedOn.from_ids("synth-tad66k", "official", (s.image_id for s in small.splits["train"]),
+                                    {"n": 200})
+    ck = _checkpoint(tmp_path / "best.pt", trained_on)
+    test_400 = {s.image_id for s in iaabench.load_dataset("synth-tad66k", n=400).splits["test"]}
+    n_seen = len(test_400 & trained_on.ids)
+    assert 0 < n_seen < len(test_400)
+    with pytest.raises(IAAError, match=rf"(?s){n_seen} of the {len(test_400)} test images .* --allow-overlap"):
+        _eval(ck, 400, tmp_path)
+    assert not (tmp_path / "results").exists()  # stopped before any work: nothing written
+
+    rec = _eval(ck, 400, tmp_path, allow_overlap=True)
+    assert rec["overlap"] == {"n_overlap": n_seen, "n_test": len(test_400), "allowed": True}
+    assert rec["trained_on"]["ids_sha256"] == trained_on.ids_sha256 and rec["trained_on"]["source"] == "the checkpoint"
+
+    from iaabench.results import frame
+
+    rows = frame(tmp_path / "results")
+    assert set(rows["overlap"]) == {f"{n_seen} of {len(test_400)}"}
+    assert set(rows["trained_on"]) == {"synth-tad66k/official"}
+
+    # the split the weights were trained with: disjoint, so it runs and says it checked
+    rec = _eval(ck, 200, tmp_path)
+    assert rec["overlap"] == {"n_overlap": 0, "n_test": 40, "allowed": False}
+
+
+def test_weights_whose_ids_do_not_rebuild_or_say_nothing(tmp_path):
+    import iaabench
+
+    small = iaabench.load_dataset("synth-tad66k", n=200)
+    ids = [s.image_id for s in small.splits["train"]][:-1]  # not what the label files give for this split
+    ck = _checkpoint(tmp_path / "odd.pt", TrainedOn.from_ids("synth-tad66k", "official", ids, {"n": 200}))
+    with pytest.raises(IAAError, match="cannot count how many test images"):
+        _eval(ck, 200, tmp_path)
+    rec = _eval(ck, 200, tmp_path, allow_overlap=True)
+    assert rec["overlap"]["n_overlap"] is None and "rebuilt" in rec["overlap"]["reason"]
+
+    plain = _checkpoint(tmp_path / "plain.pt", None)
+    rec = _eval(plain, 200, tmp_path)
+    assert rec["trained_on"] is None and rec["overlap"] is None
+
+
+def test_released_files_are_matched_to_their_card_declaration(tmp_path):
+    import torch
+
+    from iaabench.contamination import trained_on_of
+
+    f = tmp_path / "SRCC_513_LCC_531_MSE_016.pth"
+    torch.save({"state_dict": {}}, f)
+    t, source = trained_on_of(f, "tanet")
+    assert (t.dataset, t.split, t.n_ids) == ("tad66k", "official", 52248) and "tanet card" in source
+    other = tmp_path / "mine.pth"
+    torch.save({"state_dict": {}}, other)
+    assert trained_on_of(other, "tanet") == (None, "")
+
+
+def test_training_saves_what_it_was_trained_on_in_every_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from iaabench.plan import RunConfig
+    from iaabench.runner import execute
+    from iaabench.paths import runs_dir
+
+    rec, _ = execute(RunConfig(model="nima", dataset="synth-tad66k", recipe="pinned", epochs=1,
+                               dataset_options={"n": 200}, results_root=tmp_path / "results"), log=lambda *a: None)
+    for name in ("checkpoint", "last_checkpoint"):
+        ck = torch.load(runs_dir() / rec[name], weights_only=True)
+        assert ck["trained_on"]["ids_sha256"] == rec["split"]["train_ids_sha256"]
+        assert ck["trained_on"]["options"] == {"n": 200} and ck["trained_on"]["n_ids"] == rec["split"]["n_train_ids"]
+    # an export says it too, and eval's guard reads it there
+    from iaabench.contamination import trained_on_of
+    from iaabench.export import export
+
+    out, meta = export(runs_dir() / rec["checkpoint"], tmp_path / "nima.safetensors", model="nima",
+                       dataset="synth-tad66k")
+    t, source = trained_on_of(out, "nima")
+    assert t.ids_sha256 == rec["split"]["train_ids_sha256"] and source == "the exported file's metadata"
+    assert _eval(out, 200, tmp_path)["overlap"]["n_overlap"] == 0
+    with pytest.raises(IAAError, match="--allow-overlap"):
+        _eval(out, 400, tmp_path)

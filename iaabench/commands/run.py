@@ -52,6 +52,9 @@ RUN_OPTIONS = [
     ("tensorboard", Optional[Path], typer.Option(None, "--tensorboard", help="Log per-epoch training scalars to "
                                                  "TensorBoard under this folder (extra: iaabench[tensorboard])."),
      ("run",)),
+    ("allow_overlap", bool, typer.Option(False, "--allow-overlap", help="Evaluate even when the weights were "
+                                         "trained on some of the test images (the record and the table mark it)."),
+     ("eval",)),
     ("eval_precision", str, typer.Option("float32", "--eval-precision", help="Precision of the test evaluation: "
                                          "float32 (default; released checkpoints' parity holds in float32) or bf16 "
                                          "(autocast; recorded)."), ("run", "eval")),
@@ -86,7 +89,8 @@ def _plans(train: bool, o: dict) -> list:
                   device=_device(o["device"]), weights=o["weights"], pretrained=o["pretrained"],
                   resume=o.get("resume", False), strict=o["strict"], fast=o["fast"], workers=o["workers"],
                   dataset_options=_parse_options(o["option"]), compile=o["compile"], head=o["head"], train=train,
-                  tensorboard=o.get("tensorboard"), eval_precision=o.get("eval_precision", "float32"))
+                  tensorboard=o.get("tensorboard"), eval_precision=o.get("eval_precision", "float32"),
+                  allow_overlap=o.get("allow_overlap", False))
     return [resolve(RunConfig(seed=s, **common)) for s in seeds]
 
 
