@@ -59,6 +59,7 @@ class Recipe:
     val_fraction: float | None = None
     description: str = ""
     pretrained: str = "default"  # backbone weights: "default" (resolved offline-first) or "none"
+    interpolation: str | None = None  # the resize filter where a release's differs from the model's declared one
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,7 +81,10 @@ class Recipe:
 
     def for_input(self, inp) -> "Recipe":
         """This recipe's transforms for a model's declared input (`models.base.InputSpec`): its
-        normalisation, filter and resize policy (and its size where the recipe names none)."""
+        normalisation, filter and resize policy (and its size where the recipe names none). The
+        recipe's own `interpolation`, where it names one, replaces the model's filter."""
+        if self.interpolation:
+            inp = replace(inp, interpolation=self.interpolation)
         return replace(self, train_transforms=self.train_transforms.with_input(inp),
                        test_transforms=self.test_transforms.with_input(inp))
 
@@ -179,6 +183,10 @@ def _build_recipe(name: str, r: dict, where: str) -> Recipe:
         close = difflib.get_close_matches(str(loss), list(LOSSES), n=3)
         raise ConfigError(f"{where}.loss: unknown loss '{loss}'",
                           f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(LOSSES))}")
+    from .data.pipeline import FILTERS
+
+    if r.get("interpolation") is not None and r["interpolation"] not in FILTERS:
+        raise ConfigError(f"{where}.interpolation: {r['interpolation']!r} is not one of {sorted(FILTERS)}")
     head = r.get("head")  # None: the model's default head
     if head not in (None, "score", "dist"):
         raise ConfigError(f"{where}.head: expected 'score' or 'dist', got {head!r}")
@@ -190,6 +198,7 @@ def _build_recipe(name: str, r: dict, where: str) -> Recipe:
         test_transforms=TransformSpec.from_dict(tr.get("test"), f"{where}.transforms.test"),
         options=dict(r.get("options") or {}), val_fraction=r.get("val_fraction"),
         description=r.get("description", ""), pretrained=str(r.get("pretrained", "default")),
+        interpolation=r.get("interpolation"),
     )
 
 

@@ -198,6 +198,9 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
                            "data_path": "cached features" if getattr(model, "feature_cache", False) else
                            "fast (cached pixels)" if plan.fast else "reference (PIL decode every epoch)"},
+            # every data path resizes with Pillow's Image.resize (its version is under packages)
+            "resize": {"implementation": "PIL.Image.resize", "train": recipe.train_transforms.interpolation,
+                       "test": recipe.test_transforms.interpolation},
             "pretrained": plan.pretrained, "compiled": plan.compile,
             "weights": {"path": plan.weights, "sha256": sha256_file(plan.weights)} if plan.weights else None,
             "label_files": data.label_files,

@@ -62,6 +62,7 @@ class RecipeEntry:
     options: Optional[dict[str, Any]] = None
     val_fraction: Optional[float] = None
     pretrained: Optional[str] = None
+    interpolation: Optional[str] = None  # the resize filter, over the model's declared one (a release's)
 
 
 @dataclass

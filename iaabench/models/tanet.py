@@ -40,7 +40,7 @@ from ..errors import ConfigError, WeightsError
 from ..registry import register_model
 from ..weights import extract_state_dict, load_into, resolve, safe_load
 from . import backbones
-from .base import IAAModel
+from .base import IAAModel, InputSpec
 
 PAPER = "He et al., Rethinking Image Aesthetics Assessment: Models, Datasets and Benchmarks, IJCAI 2022"
 
@@ -247,6 +247,9 @@ class TANet(IAAModel):
         # `fusion`, saved and loaded under the authors' name (`state_dict_aliases`).
         self.fusion = fusion
         self.head = head
+        # The AVA script resizes with PIL's image.resize((224, 224)), whose default filter is bicubic
+        # (Pillow >= 7.0); the TAD66K script with torchvision's Resize((224, 224)) on PIL images: bilinear.
+        self.input = InputSpec(size=224, resize="squash", interpolation="bicubic" if head == "dist" else "bilinear")
 
     def _theme(self, logits: torch.Tensor) -> torch.Tensor:
         w, b = self.hypernet(logits)  # (B, 100), (B, 1)
