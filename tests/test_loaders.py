@@ -412,16 +412,26 @@ def test_tad66k_spaces_after_commas(tmp_path):
     assert d.splits["test"][0].image_id == "d.jpg" and d.themes is None and d.splits["test"][0].theme is None
 
 
-def test_tad66k_duplicates_keep_the_test_row(tmp_path):
+def test_tad66k_duplicates_keep_the_first_row(tmp_path):
     train = [("a.jpg", 5.0, "art"), ("b.jpg", 6.0, "art"), ("b.jpg", 6.5, "art")]
-    test = [("c.jpg", 4.0, "tree"), ("a.jpg", 5.0, "tree")]
+    test = [("c.jpg", 4.0, "tree"), ("d.jpg", 5.0, "tree")]
     F.write_tad66k(tmp_path, train, test)
     d = tad66k.load(tmp_path)
-    assert [s.image_id for s in d.splits["train"]] == ["b.jpg"]
-    assert [s.image_id for s in d.splits["test"]] == ["c.jpg", "a.jpg"]
-    assert [k.where.rsplit("/", 1)[-1] for k in d.skipped] == ["train.csv:2", "train.csv:4"]
+    assert [s.image_id for s in d.splits["train"]] == ["a.jpg", "b.jpg"]
+    assert [s.image_id for s in d.splits["test"]] == ["c.jpg", "d.jpg"]
+    assert [k.where.rsplit("/", 1)[-1] for k in d.skipped] == ["train.csv:4"]
     with pytest.raises(LabelFileError, match="duplicate id"):
         tad66k.load(tmp_path, strict=True)
+
+
+def test_tad66k_image_in_train_and_test_is_an_error_naming_both_rows(tmp_path):
+    """A test image listed in train (here as `./a.jpg`, the same file) would be trained on."""
+    F.write_tad66k(tmp_path, [("b.jpg", 6.0, "art"), ("./a.jpg", 5.0, "art")], [("c.jpg", 4.0, "tree"),
+                                                                                ("a.jpg", 5.0, "tree")])
+    with pytest.raises(LabelFileError) as e:
+        tad66k.load(tmp_path)
+    assert e.value.path == str(tmp_path / "merge" / "train.csv") and e.value.line == 3
+    assert f"{tmp_path / 'merge' / 'test.csv'}:3" in str(e.value) and "a.jpg" in str(e.value)
 
 
 @pytest.mark.parametrize("row,message", [("x.jpg,high", "score is not a number"), ("x.jpg,11.5", "outside 1..10"),

@@ -186,8 +186,9 @@ def test_tad66k_score_csv(tmp_path, data):
 def test_tad66k_loader(tmp_path, data, which):
     """The whole loader (labels only), with one of its files fuzzed and the others valid."""
     root = tmp_path / "tad66k"
-    for name in ("merge/train.csv", "merge/test.csv", "unmerge/test/snow.csv"):
-        _write(root, name, b"image,score\r\na@1.jpg,5.5\r\nb.jpg,3.25\r\n")
+    _write(root, "merge/train.csv", b"image,score\r\na@1.jpg,5.5\r\nb.jpg,3.25\r\n")
+    for name in ("merge/test.csv", "unmerge/test/snow.csv"):  # test images are never train images
+        _write(root, name, b"image,score\r\nc@2.jpg,5.5\r\nd.jpg,3.25\r\n")
     path = _write(root, which, data)
 
     def parse(problems):
@@ -305,3 +306,99 @@ def test_ava_values_beyond_int64(tmp_path, which, data):
     path = _write(root, which, data)
     split = "official" if which.endswith(".jpgl") else "tanet-random"
     check(lambda p: ava.load(root, split=split, require_images=False, cache=False, **_errors(p)), path, data)
+
+
+# ----------------------------------------------------------------------------- image paths
+
+
+def _tad(root: Path, train: list[str], test: list[str], images: list[str]) -> Path:
+    """TAD66K labels naming `train`/`test` as written (any path), and the files `images`
+    (relative to root/images) written inside the image folder."""
+    import fixtures_labels as F
+
+    F.write_tad66k(root, [(n, 5.0, None) for n in train], [(n, 6.0, None) for n in test], images=False,
+                   unmerge=False)
+    F.write_images(root / "images", images)
+    return root
+
+
+def test_one_id_for_each_spelling_of_a_name(tmp_path):
+    """`./x`, `x`, `a/../x` and the absolute path inside the image folder are one image."""
+    root = _tad(tmp_path / "t", ["./b.jpg", "b.jpg", "sub/../b.jpg", str(tmp_path / "t" / "images" / "c.jpg"),
+                                 "sub/d.jpg"], ["a.jpg"], ["a.jpg", "b.jpg", "c.jpg", "sub/d.jpg"])
+    d = tad66k.load(root)
+    assert [(s.image_id, s.path) for s in d.splits["train"]] == [
+        ("b.jpg", root / "images" / "b.jpg"), ("c.jpg", root / "images" / "c.jpg"),
+        ("sub/d.jpg", root / "images" / "sub" / "d.jpg")]
+    assert [(k.where.rsplit("/", 1)[-1], k.reason.split(" (")[0]) for k in d.skipped] == [
+        ("train.csv:3", f"{L.DUPLICATE} b.jpg"), ("train.csv:4", f"{L.DUPLICATE} b.jpg")]
+
+
+def test_paths_leading_outside_the_image_folder_are_refused(tmp_path):
+    import fixtures_labels as F
+
+    outside = F.write_image(tmp_path / "secret.jpg")
+    root = tmp_path / "t"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "link.jpg").symlink_to(outside)  # a symlink pointing out
+    (root / "images" / "sub").symlink_to(tmp_path)  # a subfolder that is one
+    F.write_image(root / "images" / "real.jpg")
+    (root / "images" / "alias.jpg").symlink_to(root / "images" / "real.jpg")  # inside: fine
+    train = ["../../secret.jpg", str(outside), "link.jpg", "sub/secret.jpg", "alias.jpg", "ok.jpg"]
+    _tad(root, train, ["a.jpg"], ["a.jpg", "ok.jpg"])
+    train_csv = root / "merge" / "train.csv"
+    for require in (True, False):
+        d = tad66k.load(root, require_images=require)
+        assert [s.image_id for s in d.splits["train"]] == ["alias.jpg", "ok.jpg"]
+        assert sorted(k.where for k in d.skipped) == [f"{train_csv}:{n}" for n in (2, 3, 4, 5)]
+        assert all(L.OUTSIDE in k.reason and "--allow-external-images" in k.reason for k in d.skipped)
+    with pytest.raises(LabelFileError) as e:
+        tad66k.load(root, strict=True)
+    assert e.value.path == str(train_csv) and e.value.line == 2 and L.OUTSIDE in str(e.value)
+    d = tad66k.load(root, allow_external_images=True)
+    assert [s.path.resolve() for s in d.splits["train"][:4]] == [outside] * 4
+    assert not d.skipped and d.manifest["allow_external_images"] is True
+
+
+def test_an_ava_image_symlinked_out_is_refused_with_its_row(tmp_path):
+    import fixtures_labels as F
+
+    rows = F.ava_rows(6)
+    F.write_ava(tmp_path / "ava", rows, [rows[0][1]])
+    target = tmp_path / "ava" / "images" / f"{rows[3][1]}.jpg"
+    target.unlink()
+    target.symlink_to(F.write_image(tmp_path / "elsewhere.jpg"))
+    d = ava.load(tmp_path / "ava")
+    assert str(rows[3][1]) not in {s.image_id for s in d.splits["train"]}
+    assert [k.where for k in d.skipped] == [f"{tmp_path / 'ava' / 'AVA.txt'}:4"]
+    assert str(rows[3][1]) in {s.image_id for s in ava.load(tmp_path / "ava", allow_external_images=True).splits["train"]}
+
+
+def test_an_ava_image_in_tanet_test_and_val_is_an_error_naming_both(tmp_path):
+    import fixtures_labels as F
+
+    rows = F.ava_rows(12)
+    F.write_ava(tmp_path / "ava", rows, [rows[0][1]])
+    F.write_tanet_csv(tmp_path / "test.csv", rows[:4])
+    F.write_tanet_csv(tmp_path / "val.csv", rows[4:7] + [rows[2]])
+    with pytest.raises(LabelFileError) as e:
+        ava.load(tmp_path / "ava", split="tanet-random", test_csv=tmp_path / "test.csv", val_csv=tmp_path / "val.csv")
+    assert e.value.path == str(tmp_path / "val.csv") and e.value.line == 5
+    assert f"{tmp_path / 'test.csv'}:4" in str(e.value)
+
+
+def test_flickr_names_are_normalised_in_both_files(tmp_path):
+    import fixtures_labels as F
+
+    ratings = F.flickr_ratings(n_workers=40, n_images=60)
+    F.write_flickr(tmp_path, ratings)
+    score = tmp_path / F.FLICKR_SCORE_FILE
+    lines = score.read_text().splitlines()
+    first = lines[0].split()[0]
+    lines[0] = "./" + lines[0]
+    lines.append(f"../{first} 3.0")
+    score.write_text("\n".join(lines) + "\n")
+    d = flickr_aes.load(tmp_path, split="workers-random", test_workers=3)
+    sample = next(s for v in d.splits.values() for s in v if s.image_id == first)
+    assert sample.extra["ratings"] and sample.path == tmp_path / "images" / first
+    assert [k.where for k in d.skipped] == [f"{score}:{len(lines)}"] and L.OUTSIDE in d.skipped[0].reason

@@ -280,11 +280,11 @@ def test_existing_dataset_is_kept_or_replaced_only_with_force(tmp_path, monkeypa
     before = _hashes(out)
     calls = []
 
-    def failing_render(a, rng):
+    def failing_render(a, rng, *rest):
         calls.append(1)
         if len(calls) > 20:
             raise RuntimeError("disk full")
-        return real_render(a, rng)
+        return real_render(a, rng, *rest)
 
     real_render = syn.render
     monkeypatch.setattr(syn, "render", failing_render)

@@ -123,3 +123,31 @@ def test_verify_real_tad66k_labels():
     assert len(r["themes"]) == 47 and "unthemed" not in r
     assert sum(v["test"] for v in r["themes"].values()) == 14_079
     assert len(r["label_files"]) == 2 + 2 * 47
+
+
+def test_verify_on_a_synthetic_dataset_reports_every_bad_row(tmp_path):
+    from iaabench.data.synthetic import make_synthetic
+
+    make_synthetic("tad66k", tmp_path / "s", n=50, progress=False)
+    train = tmp_path / "s" / "merge" / "train.csv"
+    lines = train.read_bytes().split(b"\r\n")
+    lines[2], lines[5] = b"x.jpg,high", b"y.jpg,99"
+    train.write_bytes(b"\r\n".join(lines))
+    r = verify("synth-tad66k", tmp_path / "s", labels_only=True)
+    assert [e["where"] for e in r["parse_errors"]] == [f"{train}:3", f"{train}:6"] and not r["usable"]
+
+
+def test_verify_reports_paths_outside_the_image_folder_and_images_in_two_splits(tmp_path):
+    F.write_tad66k(tmp_path, [("b.jpg", 5.0, None), ("../x.jpg", 5.0, None), ("./a.jpg", 5.0, None)],
+                   [("a.jpg", 6.0, None)], images=False, unmerge=False)
+    F.write_images(tmp_path / "images", ["a.jpg", "b.jpg"])
+    (tmp_path / "images" / "b.jpg").unlink()
+    (tmp_path / "images" / "b.jpg").symlink_to(F.write_image(tmp_path / "x.jpg"))
+    train = tmp_path / "merge" / "train.csv"
+    r = verify("tad66k", tmp_path, threads=1)
+    assert [x["where"] for x in r["outside_images"]["examples"]] == [f"{train}:3", f"{train}:2"]
+    assert [e["where"] for e in r["parse_errors"]] == [f"{train}:4"]
+    assert f"{tmp_path / 'merge' / 'test.csv'}:2" in r["parse_errors"][0]["message"] and not r["usable"]
+    assert "images outside the image folder (skipped): 2" in format_report(r)
+    r = verify("tad66k", tmp_path, threads=1, allow_external_images=True)
+    assert r["outside_images"]["count"] == 0 and r["usable_counts"] == {"train": 2, "test": 1}

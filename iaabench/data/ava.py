@@ -23,7 +23,7 @@ Splits:
 - `tanet-random`: the TANet authors' random split, from their `test.csv` and `val.csv`
   (header `image_id,score2,...,score11,tag1,tag2,tag3`; votes come from those rows). Pass
   `test_csv=PATH val_csv=PATH`, or put both files in `<root>/tanet-random/`. Train = the
-  AVA.txt ids in neither file.
+  AVA.txt ids in neither file. An id in both files is an error naming both rows.
 - `manifest`: a split of your own, `manifest=PATH`: a CSV with the header `image_id,split` and
   one row per image, `split` one of `train`, `val`, `test`. Votes come from AVA.txt; AVA.txt
   ids the manifest does not list are not used; an id listed under two different splits is an
@@ -77,19 +77,18 @@ MANIFEST_HEADER = ("image_id", "split")
 ROOT_HINT = "the AVA folder (--data-root) holds AVA.txt of the AVA release, or its AVA_dataset/ folder"
 
 OPTIONS = {
-    "require_images": "check that every image file exists (default true; false reads labels only)",
+    **L.COMMON_OPTIONS,
     "test_csv": "tanet-random: the TANet authors' test.csv (default <root>/tanet-random/test.csv)",
     "val_csv": "tanet-random: the TANet authors' val.csv (default <root>/tanet-random/val.csv)",
     "manifest": "manifest: CSV `image_id,split` (split = train, val or test)",
     "cache": "reuse the parsed AVA.txt from the cache (default true)",
-    "errors": "a list collecting malformed rows instead of raising (used by `iaabench data verify`)",
 }
 
 
 def load(root: Path | None = None, split: str = "official", images: Path | None = None,
          strict: bool = False, **options) -> DatasetSplits:
     """AVA's samples for `split` (see the module docstring for the layout and the splits)."""
-    require_images, problems = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
+    require_images, problems, external = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
 
     root = L.dataset_root(NAME, root, "AVA.txt")
     label_dirs = [root, root / "AVA_dataset"]
@@ -123,7 +122,8 @@ def load(root: Path | None = None, split: str = "official", images: Path | None 
     manifest = {"name": split, "files": {L.relative_key(p, root): files[p] for p in [ava_txt, *defining]}, **extra}
     return L.finish(dataset=NAME, scale=SCALE, split=split, splits=splits, manifest=manifest,
                     label_files=label_files, skipped=rows.skipped + skipped, root=root,
-                    folder=folder, require_images=require_images, strict=strict)
+                    folder=folder, require_images=require_images, strict=strict, allow_external=external,
+                    origin=rows.origin)
 
 
 # ----------------------------------------------------------------------------- AVA.txt
@@ -282,6 +282,11 @@ class AvaRows:
         self.ids = self.table[:, 1]
         self.id_set = set(self.ids.tolist())
 
+    def origin(self, sample: Sample) -> str | None:
+        """`AVA.txt:<line>` of a sample's row (for messages about its image)."""
+        at = np.flatnonzero(self.ids == int(sample.image_id))
+        return f"{self.path}:{self.lines[at[0]]}" if at.size else None
+
     def samples(self, mask: np.ndarray | None = None) -> list[Sample]:
         t = self.table if mask is None else self.table[mask]
         return make_samples(t[:, 1], t[:, 2:12], t[:, 12:14], t[:, 14], self.folder,
@@ -334,7 +339,7 @@ def _tanet_random(rows: AvaRows, root: Path, options: dict, problems: L.Problems
                 "pass test_csv=PATH and val_csv=PATH (code/AVA/dataset/ in their repository), "
                 f"or put test.csv and val.csv in {root / 'tanet-random'}")
         files[key[:-4]] = p
-    seen = L.Dedupe()
+    seen = L.Dedupe(problems)
     splits, skipped, listed = {}, [], set()
     for name in ("test", "val"):
         path = files[name]
@@ -350,7 +355,7 @@ def _tanet_random(rows: AvaRows, root: Path, options: dict, problems: L.Problems
                 problems.row(path, n, f"{big} is too large")
                 continue
             listed.add(vals[0])
-            if not seen.keep(str(vals[0]), f"{path}:{n}"):
+            if not seen.keep(str(vals[0]), f"{path}:{n}", name):
                 continue
             if sum(vals[1:11]) == 0:
                 skipped.append(Skipped(f"{path}:{n}", L.NO_VOTES))

@@ -102,27 +102,27 @@ DEFAULT_TEST_WORKERS = 37
 ROOT_HINT = "the FLICKR-AES folder (--data-root) holds the two original label files of the FLICKR-AES release"
 
 OPTIONS = {
-    "require_images": "check that every image file exists (default true; false reads labels only)",
+    **L.COMMON_OPTIONS,
     "test_workers": f"split workers-random: number of test workers drawn (default {DEFAULT_TEST_WORKERS})",
     "split_seed": "split workers-random: seed of the test-worker draw (default 0)",
     "workers_file": "split workers: test workers from a file (one id per line, or a PIAA normalised test "
                     "file) instead of the shipped 37",
-    "errors": "a list collecting malformed rows instead of raising (used by `iaabench data verify`)",
 }
 
 
 def load(root: Path | None = None, split: str = "workers", images: Path | None = None,
          strict: bool = False, **options) -> DatasetSplits:
     """FLICKR-AES's samples split by workers (see the module docstring)."""
-    require_images, problems = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
+    require_images, problems, external = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
 
     root = L.dataset_root(NAME, root, f"{WORKER_FILE} and {SCORE_FILE}")
     worker_csv = L.find_first([root / WORKER_FILE], WORKER_FILE, "FLICKR-AES", root)
     score_txt = L.find_first([root / SCORE_FILE], SCORE_FILE, "FLICKR-AES", root)
     folder = L.image_folder(images, [root / "images", root / "40K"], require_images, "FLICKR-AES")
 
-    ratings, skipped = read_ratings(worker_csv, problems)
-    scores = read_image_scores(score_txt, problems, skipped)
+    ratings, skipped = read_ratings(worker_csv, problems, folder)
+    first_line: dict[str, int] = {}
+    scores = read_image_scores(score_txt, problems, skipped, folder, external, first_line)
     workers = sorted({w for by_worker in ratings.values() for w in by_worker})
 
     files = [worker_csv, score_txt]
@@ -167,7 +167,7 @@ def load(root: Path | None = None, split: str = "workers", images: Path | None =
     with L.gc_paused():
         for name, score in scores.items():
             by_worker = ratings.get(name, {})
-            sample = Sample(name, folder / name, score, None, None, {"ratings": by_worker})
+            sample = Sample(name, L.image_path(folder, name), score, None, None, {"ratings": by_worker})
             splits["test" if chosen.intersection(by_worker) else "train"].append(sample)
 
     label_files = L.checksums(files, root)
@@ -182,7 +182,8 @@ def load(root: Path | None = None, split: str = "workers", images: Path | None =
     }
     return L.finish(dataset=NAME, scale=SCALE, split=split, splits=splits, manifest=manifest,
                     label_files=label_files, skipped=skipped, root=root, folder=folder,
-                    require_images=require_images, strict=strict)
+                    require_images=require_images, strict=strict, allow_external=external,
+                    origin=lambda s: f"{score_txt}:{first_line[s.image_id]}")
 
 
 def _int_option(options: dict, key: str, default: int) -> int:
@@ -196,8 +197,10 @@ def _int_option(options: dict, key: str, default: int) -> int:
 # ----------------------------------------------------------------------------- files
 
 
-def read_ratings(path: Path, problems: L.Problems) -> tuple[dict[str, dict[str, float]], list[Skipped]]:
-    """{image: {worker: rating}} from the per-worker CSV; a worker's repeated rating of one
+def read_ratings(path: Path, problems: L.Problems,
+                 folder: Path = Path(".")) -> tuple[dict[str, dict[str, float]], list[Skipped]]:
+    """{image id: {worker: rating}} from the per-worker CSV (names normalised as
+    `labels.image_id` does relative to the image `folder`); a worker's repeated rating of one
     image keeps the first and is recorded as skipped."""
     ratings: dict[str, dict[str, float]] = {}
     first_line: dict[tuple[str, str], int] = {}
@@ -210,6 +213,7 @@ def read_ratings(path: Path, problems: L.Problems) -> tuple[dict[str, dict[str, 
         if not worker or not image:
             problems.row(path, n, "empty worker or image name")
             continue
+        image = L.image_id(image, folder)[0]
         key = (worker, image)
         if key in first_line:
             skipped.append(Skipped(f"{path}:{n}", f"{L.DUPLICATE} {image} rated again by {worker} "
@@ -220,10 +224,13 @@ def read_ratings(path: Path, problems: L.Problems) -> tuple[dict[str, dict[str, 
     return ratings, skipped
 
 
-def read_image_scores(path: Path, problems: L.Problems, skipped: list[Skipped]) -> dict[str, float]:
-    """{image: mean score} from FLICKR-AES_image_score.txt, in file order."""
+def read_image_scores(path: Path, problems: L.Problems, skipped: list[Skipped], folder: Path = Path("."),
+                      allow_external: bool = False, first_line: dict[str, int] | None = None) -> dict[str, float]:
+    """{image id: mean score} from FLICKR-AES_image_score.txt, in file order. Names are
+    normalised (`labels.image_id`); one leading outside the image `folder` is a skipped row
+    unless `allow_external`. `first_line` receives each id's line."""
     out: dict[str, float] = {}
-    first_line: dict[str, int] = {}
+    first_line = {} if first_line is None else first_line
     first = True
     for n, line in L.nonblank(L.read_lines(path)):
         fields = line.split()
@@ -237,12 +244,15 @@ def read_image_scores(path: Path, problems: L.Problems, skipped: list[Skipped]) 
         score = L.parse_float(fields[1], path, n, "score", problems, *SCALE)
         if score is None:
             continue
-        if fields[0] in first_line:
-            first_at = f"{path}:{first_line[fields[0]]}"
-            skipped.append(Skipped(f"{path}:{n}", f"{L.DUPLICATE} {fields[0]} (first at {first_at})"))
+        name = L.read_image_name(fields[0], folder, path, n, skipped, allow_external)
+        if name is None:
             continue
-        first_line[fields[0]] = n
-        out[fields[0]] = score
+        if name in first_line:
+            first_at = f"{path}:{first_line[name]}"
+            skipped.append(Skipped(f"{path}:{n}", f"{L.DUPLICATE} {name} (first at {first_at})"))
+            continue
+        first_line[name] = n
+        out[name] = score
     if first:
         raise LabelFileError(path, None, "empty file: expected `<image name> <score>` lines")
     return out

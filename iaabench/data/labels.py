@@ -12,6 +12,12 @@ header) always raise, because nothing after them would mean anything.
 
 The rest is what every loader does the same way: resolve the dataset folder, find the image
 folder, list it once to drop samples whose image is absent, and assemble `DatasetSplits`.
+
+Image paths are confined: a name from a label file is normalised (`image_id`: `./x`, `x` and
+`a/../x` are one id, an absolute path inside the image folder becomes relative to it) and must
+stay inside the image folder; `../x`, an absolute path elsewhere, and (`confine`) a file or
+subfolder that is a symlink pointing out of it are skipped as bad rows (file and line; an error
+under `strict`), unless the loader option `allow_external_images` (`--allow-external-images`).
 Loaders never write into the dataset folder; the only file written is the optional parse
 cache under `paths.cache_dir()`.
 """
@@ -23,6 +29,7 @@ import dataclasses
 import gc
 import math
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -35,6 +42,7 @@ from .samples import DatasetSplits, Sample, Skipped, sha256_file
 MISSING_IMAGE = "missing image"
 DUPLICATE = "duplicate id"
 NO_VOTES = "no votes (all ten counts are 0)"
+OUTSIDE = "outside the image folder"
 
 #: How many examples an error message lists before saying "and N more".
 EXAMPLES = 5
@@ -332,12 +340,61 @@ def check_options(dataset: str, options: dict, allowed: dict[str, str]) -> None:
                           "allowed: " + ", ".join(sorted(allowed)))
 
 
-def begin_load(dataset: str, split: str, splits, options: dict, allowed: dict[str, str]) -> tuple[bool, "Problems"]:
-    """What every loader checks first: its options and split. Returns (require_images, problems)."""
+#: The loader options every real loader takes (the synthetic datasets pass them on).
+COMMON_OPTIONS = {
+    "require_images": "check that every image file exists (default true; false reads labels only)",
+    "allow_external_images": "accept image paths that lead outside the image folder (`../x`, absolute paths, "
+                             "symlinks pointing out; default false: such rows are skipped)",
+    "errors": "a list collecting malformed rows instead of raising (used by `iaabench data verify`)",
+}
+
+
+def begin_load(dataset: str, split: str, splits, options: dict,
+               allowed: dict[str, str]) -> tuple[bool, "Problems", bool]:
+    """What every loader checks first: its options and split.
+    Returns (require_images, problems, allow_external_images)."""
     check_options(dataset, options, allowed)
     if split not in splits:
         raise UnknownNameError(f"dataset '{dataset}' has no split '{split}'", f"splits: {', '.join(splits)}")
-    return bool(options.get("require_images", True)), Problems(options.get("errors"))
+    return (bool(options.get("require_images", True)), Problems(options.get("errors")),
+            bool(options.get("allow_external_images", False)))
+
+
+# ----------------------------------------------------------------------------- image paths
+
+EXTERNAL_HINT = "pass --allow-external-images (loader option allow_external_images=true) to use such images"
+
+
+def image_id(raw: str, folder: Path) -> tuple[str, bool]:
+    """(id, inside) of an image name from a label file: the name normalised (`./x`, `x` and
+    `a/../x` give `x`; an absolute path inside `folder` is made relative to it) and whether it
+    stays inside `folder` by its text (symlinks are `confine`'s)."""
+    if os.path.isabs(raw):
+        norm = os.path.normpath(raw)
+        base = os.path.abspath(folder)
+        if norm.startswith(base.rstrip(os.sep) + os.sep):
+            return Path(norm[len(base.rstrip(os.sep)) + 1:]).as_posix(), True
+        return norm, False
+    norm = posixpath.normpath(raw)
+    return norm, not (norm == ".." or norm.startswith("../"))
+
+
+def image_path(folder: Path, image: str) -> Path:
+    """The file of an image id (`image_id`'s): `folder/image`, normalised."""
+    if "/" not in image:
+        return folder / image
+    return Path(os.path.normpath(os.path.join(folder, image)))
+
+
+def read_image_name(raw: str, folder: Path, path: Path, line: int, skipped: list[Skipped],
+                    allow_external: bool) -> str | None:
+    """The id of the image a label row names (`image_id`), or None after recording the row as
+    skipped when the name leads outside `folder` (unless `allow_external`)."""
+    name, inside = image_id(raw, folder)
+    if inside or allow_external:
+        return name
+    skipped.append(Skipped(f"{path}:{line}", f"image {raw} is {OUTSIDE} {folder}: {EXTERNAL_HINT}"))
+    return None
 
 
 # ----------------------------------------------------------------------------- images
@@ -349,6 +406,42 @@ def list_images(folder: Path) -> set[str]:
         return {e.name for e in it if e.is_file()}
 
 
+def _links(folder: Path) -> set[str]:
+    """The lower-cased names of the symlinks in `folder` (one listing; no stat per entry)."""
+    with os.scandir(folder) as it:
+        return {e.name.lower() for e in it if e.is_symlink()}
+
+
+def confine(splits: dict[str, list[Sample]], folder: Path, origin=None) -> tuple[dict[str, list[Sample]], list[Skipped]]:
+    """Drop the samples whose image file resolves (symlinks followed) outside `folder`: a file
+    or subfolder that is a symlink pointing out. Each becomes `Skipped(<its label row, from
+    origin(sample), else its path>, "... outside the image folder ...")`. Only symlinks and
+    images in subfolders are resolved, so a plain folder costs one listing."""
+    top = str(folder)  # samples are `folder / name` with the folder as the loader was given it
+    if not folder.is_dir():
+        return splits, []
+    base = os.path.realpath(folder)
+    links = _links(folder)
+    kept: dict[str, list[Sample]] = {}
+    skipped: list[Skipped] = []
+    for split, samples in splits.items():
+        out = []
+        for s in samples:
+            parent, _, name = str(s.path).rpartition(os.sep)
+            if parent == top and name.lower() not in links:
+                out.append(s)
+                continue
+            real = os.path.realpath(s.path)
+            if real == base or real.startswith(base.rstrip(os.sep) + os.sep) or not os.path.lexists(s.path):
+                out.append(s)  # inside, or missing (drop_missing_images says so)
+                continue
+            where = (origin(s) if origin is not None else None) or str(s.path)
+            skipped.append(Skipped(where, f"image {s.image_id} resolves to {real}, {OUTSIDE} {base}: "
+                                          f"{EXTERNAL_HINT}"))
+        kept[split] = out
+    return kept, skipped
+
+
 def drop_missing_images(splits: dict[str, list[Sample]], folder: Path, strict: bool,
                         dataset: str) -> tuple[dict[str, list[Sample]], list[Skipped]]:
     """Keep the samples whose image file is in `folder`; the others become
@@ -357,20 +450,23 @@ def drop_missing_images(splits: dict[str, list[Sample]], folder: Path, strict: b
     A file whose name differs only in case (`1234.JPG` for `1234.jpg`) is accepted and the
     sample's path points at it.
     """
-    names = list_images(folder)
-    lower: dict[str, str] | None = None
+    listings: dict[Path, set[str]] = {}
+    lowers: dict[Path, dict[str, str]] = {}
     kept: dict[str, list[Sample]] = {}
     skipped: list[Skipped] = []
     for split, samples in splits.items():
         out = []
         for s in samples:
-            name = s.path.name
+            name, parent = s.path.name, s.path.parent
+            names = listings.get(parent)
+            if names is None:
+                names = listings[parent] = list_images(parent) if parent.is_dir() else set()
             if name in names:
                 out.append(s)
                 continue
-            if lower is None:
-                lower = {n.lower(): n for n in names}
-            actual = lower.get(name.lower())
+            if parent not in lowers:
+                lowers[parent] = {n.lower(): n for n in names}
+            actual = lowers[parent].get(name.lower())
             if actual is not None:
                 out.append(dataclasses.replace(s, path=s.path.with_name(actual)))
             else:
@@ -409,17 +505,27 @@ def gc_paused():
 
 
 class Dedupe:
-    """Keeps the first row of each id and records the later ones as `Skipped`."""
+    """Keeps the first row of each id and records the later ones as `Skipped`; an id listed
+    under two different splits is a malformed row naming both places (it would leak)."""
 
-    def __init__(self) -> None:
+    def __init__(self, problems: Problems | None = None) -> None:
         self.first: dict[str, str] = {}
+        self.split_of: dict[str, str | None] = {}
         self.skipped: list[Skipped] = []
+        self.problems = problems or Problems()
 
-    def keep(self, image_id: str, where: str) -> bool:
+    def keep(self, image_id: str, where: str, split: str | None = None) -> bool:
         prev = self.first.get(image_id)
         if prev is None:
             self.first[image_id] = where
+            self.split_of[image_id] = split
             return True
+        if split != self.split_of[image_id]:
+            path, _, line = where.rpartition(":")
+            self.problems.row(path, int(line), f"image {image_id} is listed in {split} here and in "
+                                               f"{self.split_of[image_id]} at {prev}: a split must not share images "
+                                               "(remove it from one of the two files)")
+            return False
         self.skipped.append(Skipped(where, f"{DUPLICATE} {image_id} (first at {prev})"))
         return False
 
@@ -439,8 +545,15 @@ def strict_check(skipped: list[Skipped], dataset: str) -> None:
 
 def finish(*, dataset: str, scale: tuple[float, float], split: str, splits: dict[str, list[Sample]],
            manifest: dict, label_files: dict[str, str], skipped: list[Skipped], root: Path,
-           folder: Path, require_images: bool, strict: bool, themes: list[str] | None = None) -> DatasetSplits:
-    """Check images (unless labels only), apply `strict`, and assemble the result."""
+           folder: Path, require_images: bool, strict: bool, themes: list[str] | None = None,
+           allow_external: bool = False, origin=None) -> DatasetSplits:
+    """Confine images to `folder` (unless `allow_external`; `origin(sample)` names its label
+    row), check images (unless labels only), apply `strict`, and assemble the result."""
+    if allow_external:
+        manifest = {**manifest, "allow_external_images": True}
+    else:
+        splits, outside = confine(splits, folder, origin)
+        skipped = skipped + outside
     if strict:
         strict_check(skipped, dataset)
     if require_images:

@@ -429,7 +429,12 @@ _OPTIONS = {"n": "number of images (default {n})", "seed": "generator seed (defa
 
 
 def _options(layout: str) -> dict[str, str]:
+    """The generator's options and those the real loader takes (passed on to it: `errors` lets
+    `verify` collect every bad row, not only the first)."""
+    from .labels import COMMON_OPTIONS
+
     opts = {k: v.format(n=DEFAULT_N[layout]) for k, v in _OPTIONS.items()}
+    opts.update(COMMON_OPTIONS)
     if layout == "flickr-aes":
         opts["workers"] = f"number of workers, panels of {PANEL_SIZE} (default {DEFAULT_WORKERS})"
         opts["test_workers"] = "test workers of the seeded worker split (default workers // 30)"

@@ -16,8 +16,10 @@ then in the other one: 478 images of merge/test are listed under unmerge/train (
 236 flower) and keep that theme (`manifest["themed_from_other_split"]` counts them). Without
 an `unmerge/` folder the samples have no theme. TAD66K publishes mean scores only (no votes).
 
-merge/test.csv is read before merge/train.csv, so an image listed in both keeps its test row
-and its train row is recorded as a duplicate: a test image never leaks into training.
+Image names are normalised (`./x.jpg`, `x.jpg` and `a/../x.jpg` are one image) and must stay
+inside the image folder (see `labels.image_id`). An image listed in both merge/test.csv and
+merge/train.csv is an error naming both rows (collected by `verify`): a test image must never be
+trained on. A name repeated within one file keeps its first row (recorded as a duplicate).
 """
 from __future__ import annotations
 
@@ -40,16 +42,13 @@ def _sniff(first: str) -> str | None:
 HEADER = ("image", "score")
 ROOT_HINT = "the TAD66K folder (--data-root) holds merge/ and unmerge/ from the authors' dataset.zip"
 
-OPTIONS = {
-    "require_images": "check that every image file exists (default true; false reads labels only)",
-    "errors": "a list collecting malformed rows instead of raising (used by `iaabench data verify`)",
-}
+OPTIONS = dict(L.COMMON_OPTIONS)
 
 
 def load(root: Path | None = None, split: str = "official", images: Path | None = None,
          strict: bool = False, **options) -> DatasetSplits:
     """TAD66K's samples with their themes (see the module docstring for the layout)."""
-    require_images, problems = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
+    require_images, problems, external = L.begin_load(NAME, split, SPLITS, options, OPTIONS)
 
     root = L.dataset_root(NAME, root, "merge/train.csv and merge/test.csv")
     label_dir = L.find_first([root / "merge" / "train.csv", root / "dataset" / "merge" / "train.csv"],
@@ -58,8 +57,9 @@ def load(root: Path | None = None, split: str = "official", images: Path | None 
              for s in ("test", "train")}
     folder = L.image_folder(images, [root / "images"], require_images, "TAD66K")
 
-    themes_of, theme_files = read_themes(label_dir / "unmerge", problems)
-    seen = L.Dedupe()
+    themes_of, theme_files = read_themes(label_dir / "unmerge", problems, folder)
+    seen = L.Dedupe(problems)
+    outside: list = []
     splits: dict[str, list[Sample]] = {}
     other_split = 0
     for split_name, path in merge.items():  # test first: see the module docstring
@@ -68,14 +68,15 @@ def load(root: Path | None = None, split: str = "official", images: Path | None 
             rows = read_scores(path, problems, f"TAD66K's merge/{split_name}.csv")
             if not rows and not problems.collect:
                 raise LabelFileError(path, None, "no data rows after the header `image,score`")
-            for n, name, score in rows:
-                if not seen.keep(name, f"{path}:{n}"):
+            for n, raw, score in rows:
+                name = L.read_image_name(raw, folder, path, n, outside, external)
+                if name is None or not seen.keep(name, f"{path}:{n}", split_name):
                     continue
                 theme = themes_of.get(split_name, {}).get(name)
                 if theme is None:
                     theme = themes_of.get("train" if split_name == "test" else "test", {}).get(name)
                     other_split += theme is not None
-                out.append(Sample(name, folder / name, score, None, theme, {}))
+                out.append(Sample(name, L.image_path(folder, name), score, None, theme, {}))
         splits[split_name] = out
     splits = {"train": splits["train"], "test": splits["test"]}
 
@@ -90,8 +91,9 @@ def load(root: Path | None = None, split: str = "official", images: Path | None 
         "unthemed": sum(s.theme is None for v in splits.values() for s in v),
     }
     return L.finish(dataset=NAME, scale=SCALE, split=split, splits=splits, manifest=manifest,
-                    label_files=label_files, skipped=seen.skipped, root=root, folder=folder,
-                    require_images=require_images, strict=strict, themes=themes)
+                    label_files=label_files, skipped=outside + seen.skipped, root=root, folder=folder,
+                    require_images=require_images, strict=strict, themes=themes, allow_external=external,
+                    origin=lambda s: seen.first.get(s.image_id))
 
 
 def read_scores(path: Path, problems: L.Problems, what: str) -> list[tuple[int, str, float]]:
@@ -109,9 +111,9 @@ def read_scores(path: Path, problems: L.Problems, what: str) -> list[tuple[int, 
     return out
 
 
-def read_themes(unmerge: Path, problems: L.Problems) -> tuple[dict[str, dict[str, str]], list[Path]]:
-    """({"train"|"test": {image name: theme}}, files read). An image listed in two theme files
-    of one folder keeps the first in name order."""
+def read_themes(unmerge: Path, problems: L.Problems, folder: Path) -> tuple[dict[str, dict[str, str]], list[Path]]:
+    """({"train"|"test": {image id: theme}}, files read). An image listed in two theme files
+    of one folder keeps the first in name order. Names are normalised as in merge/ (`labels.image_id`)."""
     themes_of: dict[str, dict[str, str]] = {}
     files: list[Path] = []
     for sub in ("train", "test"):
@@ -122,7 +124,7 @@ def read_themes(unmerge: Path, problems: L.Problems) -> tuple[dict[str, dict[str
         for path in sorted(folder.glob("*.csv")):
             files.append(path)
             for _, name, _ in read_scores(path, problems, f"a TAD66K theme file (unmerge/{sub}/{path.name})"):
-                by_name.setdefault(name, path.stem)
+                by_name.setdefault(L.image_id(name, folder)[0], path.stem)
         themes_of[sub] = by_name
     return themes_of, files
 

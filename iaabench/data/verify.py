@@ -2,7 +2,9 @@
 
 `verify` reads the labels the way the loader does, but collects every problem instead of
 stopping at the first: rows it could not parse (file:line and why), label files missing,
-repeated ids, rows without votes, images missing from the image folder, and - unless
+repeated ids, an image listed in two splits (both rows named), rows without votes, image paths
+that lead outside the image folder (`../x`, absolute paths, symlinks pointing out; accepted
+with `allow_external_images`), images missing from the image folder, and - unless
 `labels_only` - images that cannot be decoded (every image is decoded with the same
 `images.load_rgb` the training pipeline uses, so what verify accepts, training accepts).
 Conversions the pipeline will apply (grayscale, CMYK, PNG content in a .jpg) are listed too.
@@ -43,7 +45,8 @@ def verify(dataset: str, root: str | Path | None, images: str | Path | None = No
         "images": str(images) if images is not None else None, "split": split, "labels_only": labels_only,
         "label_files": {}, "manifest": {}, "counts": {}, "usable_counts": None, "themes": None,
         "parse_errors": [], "errors": [], "duplicates": {"count": 0, "examples": []},
-        "skipped_rows": {"count": 0, "examples": []}, "missing_images": {"count": 0, "examples": []},
+        "skipped_rows": {"count": 0, "examples": []}, "outside_images": {"count": 0, "examples": []},
+        "missing_images": {"count": 0, "examples": []},
         "unreadable_images": {"count": 0, "examples": []}, "converted_images": {"count": 0, "examples": []},
         "usable": False,
     }
@@ -76,8 +79,11 @@ def verify(dataset: str, root: str | Path | None, images: str | Path | None = No
         if unthemed:
             report["unthemed"] = unthemed
     dups = [s for s in data.skipped if s.reason.startswith(L.DUPLICATE)]
-    others = [s for s in data.skipped if not s.reason.startswith(L.DUPLICATE) and s.reason != L.MISSING_IMAGE]
+    outside = [s for s in data.skipped if L.OUTSIDE in s.reason]
+    others = [s for s in data.skipped if not s.reason.startswith(L.DUPLICATE) and s.reason != L.MISSING_IMAGE
+              and L.OUTSIDE not in s.reason]
     report["duplicates"] = _listing([{"where": s.where, "reason": s.reason} for s in dups])
+    report["outside_images"] = _listing([{"where": s.where, "reason": s.reason} for s in outside])
     report["skipped_rows"] = _listing([{"where": s.where, "reason": s.reason} for s in others])
 
     test_ok = report["counts"].get("test", 0)
@@ -180,6 +186,8 @@ def format_report(report: dict[str, Any]) -> str:
         ("rows that could not be parsed", {"count": len(report["parse_errors"]), "examples": report["parse_errors"]},
          lambda x: f"{x['where']}: {x['message']}"),
         ("duplicated ids (first kept)", report["duplicates"], lambda x: f"{x['where']}: {x['reason']}"),
+        ("images outside the image folder (skipped)", report.get("outside_images", {"count": 0}),
+         lambda x: f"{x['where']}: {x['reason']}"),
         ("rows skipped", report["skipped_rows"], lambda x: f"{x['where']}: {x['reason']}"),
         ("missing images", report["missing_images"], str),
         ("unreadable images", report["unreadable_images"], lambda x: f"{x['path']}: {x['reason']}"),
