@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from iaabench.data import ava, flickr_aes, tad66k
 from iaabench.data import labels as L
-from iaabench.errors import LabelFileError
+from iaabench.errors import ConfigError, LabelFileError
 
 # 200 fixed examples per parser in the suite (repeatable); IAABENCH_FUZZ_EXAMPLES=5000 explores
 # further with fresh random examples each run.
@@ -402,3 +402,12 @@ def test_flickr_names_are_normalised_in_both_files(tmp_path):
     sample = next(s for v in d.splits.values() for s in v if s.image_id == first)
     assert sample.extra["ratings"] and sample.path == tmp_path / "images" / first
     assert [k.where for k in d.skipped] == [f"{score}:{len(lines)}"] and L.OUTSIDE in d.skipped[0].reason
+
+
+def test_yes_no_loader_options_read_as_the_command_line_gives_them(tmp_path):
+    """`--option allow_external_images=false` must not read as true (a non-empty string)."""
+    root = _tad(tmp_path / "t", ["../x.jpg", "b.jpg"], ["a.jpg"], ["a.jpg", "b.jpg"])
+    assert len(tad66k.load(root, allow_external_images="false").skipped) == 1
+    assert not tad66k.load(root, allow_external_images="true", require_images=0).skipped
+    with pytest.raises(ConfigError, match="allow_external_images"):
+        tad66k.load(root, allow_external_images="maybe")

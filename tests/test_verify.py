@@ -151,3 +151,24 @@ def test_verify_reports_paths_outside_the_image_folder_and_images_in_two_splits(
     assert "images outside the image folder (skipped): 2" in format_report(r)
     r = verify("tad66k", tmp_path, threads=1, allow_external_images=True)
     assert r["outside_images"]["count"] == 0 and r["usable_counts"] == {"train": 2, "test": 1}
+
+
+def test_allow_external_images_on_the_command_line(tmp_path):
+    """`data verify --allow-external-images` and `run`/`eval`'s flag reach the loader (the
+    plan's dataset options, so the record says so)."""
+    from typer.testing import CliRunner
+
+    from iaabench.cli import app
+    from iaabench.commands import run as R
+
+    F.write_tad66k(tmp_path, [("b.jpg", 5.0, None), ("../x.jpg", 5.0, None)], [("a.jpg", 6.0, None)],
+                   images=False, unmerge=False)
+    F.write_images(tmp_path / "images", ["a.jpg", "b.jpg"])
+    F.write_image(tmp_path / "x.jpg")
+    args = ["data", "verify", "--dataset", "tad66k", "--root", str(tmp_path), "--json"]
+    counts = [json.loads(CliRunner().invoke(app, args + extra).stdout)["outside_images"]["count"]
+              for extra in ([], ["--allow-external-images"])]
+    assert counts == [1, 0]
+    o = {name: opt.default for name, _, opt, _ in R.RUN_OPTIONS}
+    o.update(model="nima", dataset="synth-tad66k", allow_external_images=True)
+    assert R._plans(False, o)[0].dataset_options == {"allow_external_images": True}

@@ -66,11 +66,19 @@ def _print_metrics(record: dict, path: Path) -> None:
 DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $IAABENCH_DATA/<dataset>).")
 
 
-def _parse_options(values: list[str]) -> dict:
+AllowExternalImages = typer.Option(False, "--allow-external-images", help="Use images whose label-file path leads "
+                                   "outside the dataset's image folder (../x, absolute paths, symlinks pointing out); "
+                                   "without it such rows are skipped (an error with --strict).")
+
+
+def _parse_options(values: list[str], allow_external_images: bool = False) -> dict:
+    """The dataset loader options of `--option KEY=VALUE` (and `--allow-external-images`)."""
     out = {}
     for v in values or []:
         k, sep, val = v.partition("=")
         if not sep or not k:
             raise ConfigError(f"--option {v}: expected KEY=VALUE")
         out[k] = int(val) if val.isdigit() else val
+    if allow_external_images:
+        out["allow_external_images"] = True
     return out

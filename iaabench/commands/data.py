@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import console, _parse_options
+from .common import AllowExternalImages, console, _parse_options
 
 
 def make_synthetic(
@@ -37,12 +37,15 @@ def verify(
     labels_only: bool = typer.Option(False, help="Check the label files only; skip the images."),
     as_json: bool = typer.Option(False, "--json"),
     option: List[str] = typer.Option([], "--option"),
+    allow_external_images: bool = AllowExternalImages,
 ):
-    """Counts, themes, missing/unreadable images, duplicates, unparseable rows, checksums."""
+    """Counts, themes, missing/unreadable images, duplicates, images in two splits, paths
+    leading outside the image folder, unparseable rows, checksums."""
     from ..data.verify import format_report
     from ..data.verify import verify as do_verify
 
-    report = do_verify(dataset, root, images=images, labels_only=labels_only, split=split, **_parse_options(option))
+    report = do_verify(dataset, root, images=images, labels_only=labels_only, split=split,
+                       **_parse_options(option, allow_external_images))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=1, default=str) + "\n")
     else:

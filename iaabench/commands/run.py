@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
-from .common import DataRoot, console, _device, _parse_lr, _parse_options, _print_metrics, _progress
+from .common import (AllowExternalImages, DataRoot, console, _device, _parse_lr, _parse_options, _print_metrics,
+                     _progress)
 
 
 #: The options of `run` and `eval`, defined once: (parameter, type, option, the commands taking it).
@@ -47,6 +48,7 @@ RUN_OPTIONS = [
     ("workers", int, typer.Option(0, min=0, help="Decoding worker processes."), ("run", "eval")),
     ("option", List[str], typer.Option([], "--option", help="Dataset loader option KEY=VALUE (e.g. test_csv=PATH)."),
      ("run", "eval")),
+    ("allow_external_images", bool, AllowExternalImages, ("run", "eval")),
     ("compile", bool, typer.Option(False, "--compile", help="torch.compile the model's forward (worth it on a GPU)."),
      ("run", "eval")),
     ("tensorboard", Optional[Path], typer.Option(None, "--tensorboard", help="Log per-epoch training scalars to "
@@ -88,7 +90,8 @@ def _plans(train: bool, o: dict) -> list:
                   batch_size=o.get("batch_size"), eval_batch_size=o["eval_batch_size"], lr=_parse_lr(o.get("lr")),
                   device=_device(o["device"]), weights=o["weights"], pretrained=o["pretrained"],
                   resume=o.get("resume", False), strict=o["strict"], fast=o["fast"], workers=o["workers"],
-                  dataset_options=_parse_options(o["option"]), compile=o["compile"], head=o["head"], train=train,
+                  dataset_options=_parse_options(o["option"], o.get("allow_external_images", False)),
+                  compile=o["compile"], head=o["head"], train=train,
                   tensorboard=o.get("tensorboard"), eval_precision=o.get("eval_precision", "float32"),
                   allow_overlap=o.get("allow_overlap", False))
     return [resolve(RunConfig(seed=s, **common)) for s in seeds]

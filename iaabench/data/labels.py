@@ -356,8 +356,21 @@ def begin_load(dataset: str, split: str, splits, options: dict,
     check_options(dataset, options, allowed)
     if split not in splits:
         raise UnknownNameError(f"dataset '{dataset}' has no split '{split}'", f"splits: {', '.join(splits)}")
-    return (bool(options.get("require_images", True)), Problems(options.get("errors")),
-            bool(options.get("allow_external_images", False)))
+    return (flag(options, "require_images", True), Problems(options.get("errors")),
+            flag(options, "allow_external_images", False))
+
+
+def flag(options: dict, key: str, default: bool) -> bool:
+    """A yes/no loader option: a bool, or as `--option KEY=VALUE` gives it (true/false, 1/0, yes/no)."""
+    value = options.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"loader option {key}={value!r}: expected true or false")
 
 
 # ----------------------------------------------------------------------------- image paths
