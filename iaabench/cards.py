@@ -119,10 +119,22 @@ class Card:
     def title(self) -> str:
         return self.data.get("title", self.family)
 
+    @property
+    def reference_only(self) -> bool:
+        """Published numbers only: no variant of the card can run here (no recipe, no model)."""
+        return bool(self.data.get("reference_only"))
+
+    def refuse_reference_only(self, model: str | None) -> None:
+        if self.reference_only:
+            raise ConfigError(f"model '{model or self.family}' is reference-only: {self.path} lists its published "
+                              "numbers (shown in the leaderboard), but it cannot run here",
+                              "see the card's variants and deviations for why; `iaabench models` lists runnable models")
+
     def recipe_name_for(self, dataset: str, model: str | None = None, default: str | None = None) -> str:
         """The recipe a model trains with on `dataset`: the variant's own `recipe_for` first,
         then the card's, then `default` (the protocol's recipe for the dataset, e.g. `quick` for
-        the synthetic ones) when the card has a recipe of that name."""
+        the synthetic ones) when the card has a recipe of that name. A reference-only card has none."""
+        self.refuse_reference_only(model)
         variant = self.variants.get(model) or {} if model else {}
         mapping = {**(self.data.get("recipe_for") or {}), **(variant.get("recipe_for") or {})}
         if dataset in mapping:
@@ -133,6 +145,7 @@ class Card:
                           "pass --recipe NAME to choose one of: " + ", ".join(self.data["recipes"]))
 
     def recipe(self, name: str) -> Recipe:
+        self.refuse_reference_only(None)
         recipes = self.data["recipes"]
         if name not in recipes:
             close = difflib.get_close_matches(name, list(recipes), n=3)
@@ -249,6 +262,8 @@ def load_card(family: str) -> Card:
             raise ConfigError(f"{path}: reported[{i}].model: '{row['model']}' is not a variant of this card")
         _check_reported(row, f"{path}: reported[{i}] ({row['model']}, {row['dataset']}, {row['metric']})")
     card = Card(family, path, data)
+    if card.reference_only and data["recipes"]:
+        raise ConfigError(f"{path}: recipes: a reference-only card runs nothing", "leave recipes empty ({})")
     for name in data["recipes"]:
         card.recipe(name)  # validates the whole chain now, not at the first run
     return card

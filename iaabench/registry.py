@@ -19,6 +19,7 @@ class ModelInfo:
     description: str = ""
     warning: str | None = None  # shown by `iaabench models` (e.g. batch-dependent predictions)
     parity: tuple[tuple[str, str], ...] = ()  # (parity cases entry, head) pairs this model answers
+    reference_only: bool = False  # published numbers only (a reference-only card): cannot run here
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def _suggest(name: str, known: list[str], kind: str):
 
 
 def register_model(name: str, *, family: str, paper: str, heads=("score", "dist"), description="",
-                   warning=None, parity: dict[str, str] | None = None):
+                   warning=None, parity: dict[str, str] | None = None, reference_only: bool = False):
     """Decorator: register `builder(head=..., pretrained=..., **kw) -> IAAModel` under `name`.
 
     `parity`: the entries of a parity cases file (see `iaabench.parity`) that this model
@@ -54,7 +55,7 @@ def register_model(name: str, *, family: str, paper: str, heads=("score", "dist"
         if name in _MODELS:
             raise ValueError(f"model '{name}' is registered twice")
         _MODELS[name] = ModelInfo(name, family, paper, builder, tuple(heads), description, warning,
-                                  tuple((parity or {}).items()))
+                                  tuple((parity or {}).items()), reference_only)
         return builder
 
     return deco
@@ -101,8 +102,15 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def list_models() -> list[str]:
+    """The models that can run (reference-only ones: `reference_models`)."""
     _load_all()
-    return sorted(_MODELS)
+    return sorted(n for n, info in _MODELS.items() if not info.reference_only)
+
+
+def reference_models() -> list[str]:
+    """Models with published numbers only (reference-only cards): listed and tabled, never run."""
+    _load_all()
+    return sorted(n for n, info in _MODELS.items() if info.reference_only)
 
 
 def parity_entries() -> dict[str, tuple[str, str]]:

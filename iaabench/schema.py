@@ -98,6 +98,7 @@ class CardSchema:
     reported: Optional[list[Reported]] = None
     deviations: Any = None
     checkpoints: Any = None
+    reference_only: Optional[bool] = None  # published numbers only: the variants cannot run here (models/reference.py)
     piaa: Any = None  # read by iaabench.piaa
     search_space: Any = None  # read by iaabench.tune
     tuned: Any = None  # from the `<family>.tuned.yaml` overlay

@@ -37,7 +37,7 @@ from .errors import IAAError
 from .results import frame
 from .paths import results_dir
 from .protocol import load_protocol
-from .registry import list_models, model_info
+from .registry import list_models, model_info, reference_models
 
 KEY = ["model", "variant", "dataset", "split", "recipe", "head", "mode", "trained_on"]
 CSV_FIRST = ["model", "dataset", "split", "recipe", "head", "mode", "metric", "mean", "sd", "n_seeds", "ci_low",
@@ -45,6 +45,7 @@ CSV_FIRST = ["model", "dataset", "split", "recipe", "head", "mode", "metric", "m
 CSV_MORE = ["diff", "reproduced", "reported_source", "selection", "variant", "trained_on", "overlap", "skipped_test",
             "verified", "mark", "seeds", "run_ids", "note"]
 BEST, TIED = "best", "not significantly worse"
+REFERENCE_ONLY = "reported only: reference-only card, cannot run here"
 SMOKE = ("Smoke test, not a result: runs on the registered synthetic datasets check that every model trains "
          "and evaluates end to end; synthetic images are not photographs.")
 
@@ -127,7 +128,9 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=
         out.append(cell)
     present = {(c["model"], c["dataset"]) for c in out}
     known = set(list_models())
-    for model in [m for m in protocol.leaderboard_models if m in known and runs is None]:
+    refs = reference_models()  # reported-only rows, listed in the protocol or not
+    order = [*protocol.leaderboard_models, *(m for m in refs if m not in protocol.leaderboard_models)]
+    for model in [m for m in order if (m in known or m in refs) and runs is None]:
         for d in datasets:
             if (model, d) in present:
                 continue
@@ -136,7 +139,7 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=
                 if rep:
                     out.append({"model": model, "variant": "", "dataset": d, "split": rep["reported_split"],
                                 "recipe": "", "head": "", "mode": "not run", "trained_on": "", "metric": metric,
-                                "n_seeds": 0, **rep})
+                                "n_seeds": 0, **rep, "note": REFERENCE_ONLY if model in refs else ""})
     cells = pd.DataFrame(out, columns=CSV_FIRST + CSV_MORE)
     if cells.empty:
         return cells, info

@@ -12,9 +12,10 @@ from .common import console
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print every model as JSON, with its declared input.")):
-    """List every registered model with its family, heads, paper and declared input."""
+    """List every registered model with its family, heads, paper and declared input, then the
+    reference-only models (published numbers only; `--json` lists the runnable ones)."""
     from ..cards import load_card
-    from ..registry import list_models, model_info, model_input
+    from ..registry import list_models, model_info, model_input, reference_models
 
     if as_json:
         out = []
@@ -40,6 +41,15 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print every model
         t.add_row(name, info.family, ", ".join(info.heads), desc)
         load_card(info.family)  # a broken card is an error here, not at the first run
     console.print(t)
+    refs = reference_models()
+    if refs:
+        r = Table(title="reference-only models (published numbers in the leaderboard; they cannot run here)")
+        for c in ("model", "family", "card"):
+            r.add_column(c)
+        for name in refs:
+            info = model_info(name)
+            r.add_row(name, info.family, escape(str(load_card(info.family).path)))
+        console.print(r)
 
 
 def datasets():
