@@ -78,3 +78,16 @@ def test_execute_records_its_plan_mode_and_checkpoints(tmp_path, monkeypatch):
     assert ckpt.parent.parent.name == plan.key()  # the checkpoint folder is keyed by the plan
     again = json.loads(path.read_text())
     assert again["plan"] == rec["plan"]
+
+
+@pytest.mark.slow  # builds every model once (its declared input shapes the plan)
+def test_every_registered_model_plans_on_every_synthetic_dataset():
+    """The smoke section (and a fresh machine's first command) needs each model's card to give a
+    recipe that fits each synthetic layout (e.g. no vote-histogram loss where there are no votes)."""
+    from iaabench.registry import list_models
+    from iaabench.plan import resolve
+
+    for model in list_models():
+        for dataset in ("synth-tad66k", "synth-ava", "synth-flickr-aes"):
+            plan = resolve(model=model, dataset=dataset)
+            assert plan.mode == "trained", (model, dataset, plan.recipe_name)
