@@ -8,9 +8,9 @@ scale, the recipe's test-time transforms and its evaluation batch size) comes fr
 exported metadata, then the record, then the checkpoint, then the command line; where the
 command line names something else than the weights say, that is an error.
 
-Images are decoded as in training (`data.images.load_rgb`: the same reasons to skip an
-image: unreadable, too small, too large), then EXIF orientation is applied (a phone photo is
-scored upright; the dataset paths do not apply it, as the authors' scripts do not), then the
+Images are decoded as in training (`data.images.decode`: the same reasons to skip an
+image: unreadable, too small, too large), but with EXIF orientation applied (`exif="apply"`: a
+phone photo is scored upright; the dataset paths do not apply it, as the authors' scripts do not), then the
 recipe's test-time transforms. Every input gets one row, `status` saying `ok` or
 `skipped: <reason>`; nothing is dropped. The CSV (and the `--html` contact sheet) is written
 atomically. Batches follow the recipe's evaluation batch size in input order, as `eval` does,
@@ -31,9 +31,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .data.images import load_rgb
+from .data.images import decode
 from .data.pipeline import TransformSpec, apply_crops_flip, item_generator, normalize, resize_pil, upscale_to
 from .errors import ConfigError, IAAError, ImageError, WeightsError
 
@@ -289,14 +289,6 @@ def prepare(im: Image.Image, spec: TransformSpec, model, index: int, seed: int =
     return normalize(x, spec.mean, spec.std)
 
 
-def upright(im: Image.Image) -> Image.Image:
-    """Apply EXIF orientation (a photo taken sideways is scored as it is shown)."""
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # a malformed EXIF block: score the pixels as stored
-        return im
-
-
 def thumbnail(im: Image.Image, side: int = THUMB_SIDE) -> bytes:
     t = im.copy()
     t.thumbnail((side, side))
@@ -316,8 +308,7 @@ class _Files(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         try:
-            im, _ = load_rgb(self.paths[i])
-            im = upright(im)
+            im, _ = decode(self.paths[i], exif="apply")
             x = prepare(im, self.spec, self.model_like, i, self.seed)
         except ImageError as e:
             return i, None, e.reason, None

@@ -222,3 +222,57 @@ def test_strict_stops_at_the_first_unusable_image(tmp_path, one_thread):
         with pytest.raises(ImageError, match="--strict") as e:
             execute(_config(root, train=False, strict=True, fast=fast), log=lambda *a: None)
         assert e.value.path == str(first_bad)
+
+
+# ----------------------------------------------------------------------------- EXIF orientation
+
+
+def _sideways(src: Path, out: Path, orientation: int = 6) -> Path:
+    """`src`'s pixels saved with an EXIF orientation tag (6: "rotate 90 CW to display")."""
+    from PIL import Image as PILImage
+
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    with PILImage.open(src) as im:
+        im.convert("RGB").save(out, exif=exif.tobytes(), quality=95)
+    return out
+
+
+def test_real_photos_decode_as_stored_without_an_exif_note():
+    """The six AVA photos (one with an EXIF block, orientation 1): no note, and applying the
+    orientation changes nothing."""
+    from conftest import require_shared
+    from iaabench.data.images import decode
+
+    folder = require_shared("data", "images", "ava-sample")
+    photos = sorted(folder.glob("*.jpg"))
+    assert len(photos) == 6
+    for p in photos:
+        im, note = load_rgb(p)
+        assert note is None or "EXIF" not in note, (p, note)
+        applied, note2 = decode(p, exif="apply")
+        assert note2 == note and np.array_equal(np.asarray(applied), np.asarray(im))
+
+
+def test_exif_orientation_is_ignored_with_a_note_or_applied_when_asked(tmp_path):
+    from conftest import shared_dir
+    from iaabench.data.images import decode, exif_note
+    from iaabench.data.pipeline import ImageDataset, TransformSpec
+    from iaabench.data.samples import Sample
+
+    real = shared_dir() and shared_dir() / "data" / "images" / "ava-sample" / "954013.jpg"
+    src = real if real and real.is_file() else tmp_path / "src.png"
+    if src == tmp_path / "src.png":
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 64, 3), dtype=np.uint8)).save(src)
+    path = _sideways(src, tmp_path / "sideways.jpg")
+    stored, note = load_rgb(path)
+    assert note == exif_note(6) == "EXIF orientation 6 ignored, as the authors' code does"
+    applied, note = decode(path, exif="apply")
+    assert note == "EXIF orientation 6 applied" and applied.size == stored.size[::-1]
+    assert np.array_equal(np.asarray(applied), np.asarray(stored.transpose(Image.Transpose.ROTATE_270)))
+    assert decode(path)[1] == exif_note(6)
+    with pytest.raises(ValueError, match="exif"):
+        decode(path, exif="sometimes")
+    # the training decode notes it, so the record's notes count it
+    ds = ImageDataset([Sample("s", path, 5.0)], TransformSpec(resize=(32, 32)), train=False, seed=0)
+    assert exif_note(6) in ds[0][3]

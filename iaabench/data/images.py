@@ -5,7 +5,11 @@ Policy (the same in every path that decodes: reference loader, fast cache, verif
   and files whose content is another format than their extension says (PNG in a .jpg);
 - skipped with a reason: missing, zero bytes, unreadable or truncated, smaller than
   `MIN_SIDE` pixels on a side, or more than `MAX_PIXELS` pixels (a decompression bomb).
-EXIF orientation is not applied, as in the authors' scripts (PIL `Image.open(...).convert('RGB')`).
+EXIF orientation is not applied, as in every model's released code (PIL `Image.open(...).convert('RGB')`
+reads the pixels as stored): the benchmark scores what the authors' scripts score. An image whose EXIF
+orientation is not 1 is decoded as stored with the note "EXIF orientation N ignored, as the authors'
+code does", so a record counts them. `decode(path, exif="apply")` turns the image upright instead
+(`upright`: what `iaabench predict` does for users' photos).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import ImageError
 
@@ -48,6 +52,9 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Imag
                 fmt = im.format or "?"
                 if path.suffix.lower() not in _FORMAT_EXT.get(fmt, {path.suffix.lower()}):
                     notes.append(f"{fmt} content in a {path.suffix} file")
+                orientation = exif_orientation(im)
+                if orientation not in (None, 1):
+                    notes.append(exif_note(orientation))
                 if im.mode in ("RGB", "RGBA") and any(";16" in str(t[3]) for t in im.tile or () if len(t) > 3):
                     notes.append("reduced 16-bit samples to 8-bit")  # Pillow does it while decoding
                 im.load()
@@ -66,6 +73,46 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Imag
             reason = "truncated file"
         raise ImageError(path, f"unreadable: {reason}") from None
     return im, ("; ".join(notes) or None)
+
+
+EXIF_ORIENTATION = 0x0112  # the EXIF tag: 1 = as stored, 2-8 = mirrored and/or rotated
+EXIF_MODES = ("ignore", "apply")
+
+
+def exif_orientation(im: Image.Image) -> int | None:
+    """The image's EXIF orientation (1-8), or None without one (or with a malformed EXIF block)."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # a malformed EXIF block: Pillow raises many kinds
+        return None
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def exif_note(orientation: int) -> str:
+    return f"EXIF orientation {orientation} ignored, as the authors' code does"
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """Apply EXIF orientation (a photo taken sideways is scored as it is shown)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a malformed EXIF block: the pixels as stored
+        return im
+
+
+def decode(path: str | Path, exif: str = "ignore", **options) -> tuple[Image.Image, str | None]:
+    """`load_rgb` (same options and errors) with a choice of EXIF orientation: "ignore" (the
+    authors' decode; noted where the orientation is not 1) or "apply" (the image turned upright,
+    noted as applied)."""
+    if exif not in EXIF_MODES:
+        raise ValueError(f"exif must be one of {EXIF_MODES}, got {exif!r}")
+    im, note = load_rgb(path, **options)
+    orientation = exif_orientation(im) if exif == "apply" else None
+    if orientation in (None, 1):
+        return im, note
+    notes = [n for n in (note or "").split("; ") if n and n != exif_note(orientation)]
+    notes.append(f"EXIF orientation {orientation} applied")
+    return upright(im), "; ".join(notes)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
