@@ -165,6 +165,14 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
         raise IAAError(f"only {len(preds.image_id)} test images could be evaluated; see the skipped images")
     metrics, per_theme = score_predictions(preds, dp.metrics, scale_max=scale_max, threshold=dp.threshold,
                                            n_boot=protocol.n_boot, seed=plan.seed)
+    orders = None
+    if getattr(model, "batch_dependent", False):  # batch-coupled: the metrics are the file order's
+        from .eval_orders import evaluation_orders
+
+        t1 = time.perf_counter()
+        orders = evaluation_orders(model, src["test"], metrics, dp.metrics, scale_max=scale_max,
+                                   threshold=dp.threshold, device=plan.device, precision=plan.eval_precision)
+        orders["seconds"] = round(time.perf_counter() - t1, 3)
     skipped = [{"where": s.where, "reason": s.reason, "stage": "labels"} for s in data.skipped]
     if outcome:
         skipped += [{"where": w, "reason": r, "stage": "train"} for w, r in sorted(outcome.failed.items())]
@@ -184,6 +192,7 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
         "overlap": weights_info["overlap"] if weights_info else None,
         "recipe": recipe.to_dict(),
         "metrics": metrics, "per_theme": per_theme,
+        "evaluation_orders": orders,  # batch-dependent models: random orders and batch size 1 (eval_orders.py)
         "counts": {"train": len(train_s), "val": len(val_s), "test": len(test), "evaluated": len(preds.image_id),
                    "skipped": len(skipped), "notes": len(notes)},
         "skipped": skipped,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .cards import load_card
 from .errors import IAAError
+from .eval_orders import order_note
 from .results import frame
 from .paths import results_dir
 from .protocol import load_protocol
@@ -123,6 +124,9 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=
             continue
         rows = rows.sort_values("created").drop_duplicates("seed", keep="last").sort_values("seed")
         cell = dict(zip(KEY, key), metric=metric, **_aggregate(rows))
+        spread = order_note(list(rows["path"]), metric)  # batch-coupled models: the other orders' spread
+        if spread:
+            cell["note"] = "; ".join(n for n in (cell["note"], spread) if n)
         rep = _reported(cell["model"], cell["dataset"], metric, cell["split"]) if not cell["variant"] else {}
         cell.update(rep)
         out.append(cell)
