@@ -1,6 +1,10 @@
 """`iaabench check`: the regression gate CI runs.
 
-1. Every committed record's metrics are recomputed from the predictions stored beside it.
+1. Every committed record is verified as a whole, each file on its own (one bad file never stops
+   the others): it must parse, hold every field the readers use with the right type, match its
+   digest (any field edited since it was written is named) and its predictions file's sha256,
+   and its metrics are recomputed from those predictions. A record without a digest (an older
+   schema) is a warning, "unverified", not a failure.
 2. The quick synthetic runs pinned in benchmark.yaml are re-run (into a scratch folder, each in a
    subprocess with the math libraries held to one instruction set: iaabench/pinned.py) and must
    land within their derived tolerance of their reference in results/pinned/ (never a user's run).
@@ -15,61 +19,86 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ConfigError, IAAError
 from .evaluate import score_predictions
 from .protocol import load_protocol
 from .paths import results_dir
+from .integrity import SCHEMA, verification
 from .results import Predictions, read_records
+
+#: How `recompute_all` starts the message of a record that passes but is not verified.
+WARNING = "warning: "
 
 
 def recompute_all(tolerance: float) -> list[tuple[str, str, bool]]:
-    """(record, message, ok) per record."""
+    """(record file, message, ok) per record file under results/ and results/pinned/."""
     protocol = load_protocol()
-    out = []
-    pinned = read_records(pinned_root()) if pinned_root().is_dir() else []
-    for path, rec in read_records() + pinned:
-        if rec.get("protocol") == "piaa":  # personalized runs: every episode and the summary recomputed
-            from .piaa import verify_record
-
-            try:
-                problems = verify_record(rec, path.parent / rec["predictions"])
-            except (IAAError, OSError, KeyError, ValueError) as e:
-                problems = [f"cannot recompute: {e}"]
-            out.append((str(path), "; ".join(problems[:5]) or
-                        f"{len(rec['piaa']['episodes'])} personalized episodes recomputed", not problems))
-            continue
+    problems: list = []
+    records = read_records(problems=problems)
+    if pinned_root().is_dir():
+        records += read_records(pinned_root(), problems=problems)
+    out = [(str(p), msg.removeprefix(f"{p}: "), False) for p, msg in problems]
+    for path, rec in records:
         try:
-            preds = Predictions.from_csv(path.parent / rec["predictions"])
-            dp = protocol.dataset(rec["dataset"])
-            metrics, _ = score_predictions(preds, list(rec["metrics"]), scale_max=float(rec["scale"][1]),
-                                           threshold=dp.threshold, n_boot=protocol.n_boot,
-                                           seed=rec["provenance"]["seed"])
-        except (IAAError, OSError, KeyError) as e:
-            out.append((str(path), f"cannot recompute: {e}", False))
-            continue
-        if len(preds.image_id) != rec["counts"]["evaluated"]:
-            out.append((str(path), f"{len(preds.image_id)} predictions stored, record says "
-                                   f"{rec['counts']['evaluated']} evaluated", False))
-            continue
-        bad = []
-        for name, m in rec["metrics"].items():
-            a, b = m.get("value"), metrics[name].get("value")
-            if not _close(a, b, tolerance):
-                bad.append(f"{name}: stored {a} vs recomputed {b}")
-            ca, cb = m.get("ci95"), metrics[name].get("ci95")
-            if (ca is None) != (cb is None) or (ca and not all(_close(x, y, tolerance) for x, y in zip(ca, cb))):
-                bad.append(f"{name} CI: stored {ca} vs recomputed {cb}")
-        out.append((str(path), "; ".join(bad) or f"{len(rec['metrics'])} metrics recomputed", not bad))
-    return out
+            bad, done = verify_record(path, rec, protocol, tolerance)
+        except (IAAError, OSError, KeyError, TypeError, ValueError, IndexError) as e:
+            bad, done = [f"cannot recompute: {type(e).__name__}: {e}"], ""
+        status, why = verification(path, rec)
+        if bad:
+            out.append((str(path), "; ".join(bad), False))
+        else:
+            out.append((str(path), (f"{WARNING}unverified ({why}); " if status == "older" else "digests match; ")
+                        + done, True))
+    return sorted(out)
+
+
+def verify_record(path: Path, rec: dict, protocol, tolerance: float) -> tuple[list[str], str]:
+    """(problems, what was checked) of one record: its digests and predictions file
+    (`integrity.verification`), its counts, and its metrics recomputed from its predictions."""
+    status, why = verification(path, rec)
+    bad = [why] if status == "failed" else []
+    preds_path = path.parent / str(rec.get("predictions") or "")
+    if rec.get("protocol") == "piaa":  # personalized runs: every episode and the summary recomputed
+        from .piaa import verify_record as verify_piaa
+
+        if not preds_path.is_file():
+            return bad, ""
+        problems = verify_piaa(rec, preds_path)
+        return bad + problems[:5], f"{len(rec['piaa']['episodes'])} personalized episodes recomputed"
+    dp = protocol.dataset(rec["dataset"])
+    if rec.get("schema") != SCHEMA:  # no digest to name a deleted metric: the protocol's list does
+        bad += [f"metric {m} missing" for m in dp.metrics if m not in rec["metrics"]]
+    if not preds_path.is_file():
+        return bad, ""
+    preds = Predictions.from_csv(preds_path)
+    counts = rec.get("counts") or {}
+    if len(preds.image_id) != counts.get("evaluated"):
+        bad.append(f"{len(preds.image_id)} predictions stored, record says {counts.get('evaluated')} evaluated")
+    lost = sum(1 for s in rec.get("skipped") or [] if s.get("stage") == "test")
+    if counts.get("test") is not None and counts.get("evaluated") is not None \
+            and counts["evaluated"] + lost != counts["test"]:
+        bad.append(f"counts: {counts['evaluated']} evaluated + {lost} skipped test images != {counts['test']} test")
+    metrics, _ = score_predictions(preds, list(rec["metrics"]), scale_max=float(rec["scale"][1]),
+                                   threshold=dp.threshold, n_boot=protocol.n_boot, seed=rec["provenance"]["seed"])
+    for name, m in rec["metrics"].items():
+        a, b = m.get("value"), metrics[name].get("value")
+        if not _close(a, b, tolerance):
+            bad.append(f"{name}: stored {a} vs recomputed {b}")
+        ca, cb = m.get("ci95"), metrics[name].get("ci95")
+        if (ca is None) != (cb is None) or (ca and not all(_close(x, y, tolerance) for x, y in zip(ca, cb))):
+            bad.append(f"{name} CI: stored {ca} vs recomputed {cb}")
+    return bad, f"{len(rec['metrics'])} metrics recomputed"
 
 
 def _close(a, b, tol) -> bool:
+    """Equal within `tol`; an undefined value (None or NaN) equals only an undefined one."""
+    a = None if a is None or math.isnan(a) else a
+    b = None if b is None or math.isnan(b) else b
     if a is None or b is None:
         return a is None and b is None
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
     return abs(a - b) <= tol
 
 
@@ -118,7 +147,7 @@ def rerun_pinned(only: list[str] | None, device: str, log=print, isa: str | None
         raise ConfigError(f"--isa {isa}: unknown instruction set", f"use standard, other, native, {', '.join(ISA_ENV)}")
     protocol = load_protocol()
     held = protocol.pinned_isa if isa in (None, "standard") else other_isa(protocol.pinned_isa) if isa == "other" else isa
-    references = read_records(pinned_root()) if pinned_root().is_dir() else []
+    references = read_records(pinned_root(), problems=[]) if pinned_root().is_dir() else []  # bad files: section 1
     out = []
     for p in protocol.pinned:
         if only and p.model not in only:
@@ -162,7 +191,7 @@ def generated_files_current() -> list[tuple[str, str, bool]]:
 
     out = []
     board = results_dir() / "leaderboard.md"
-    if read_records() or board.exists():
+    if read_records(problems=[]) or board.exists():
         fresh = board.is_file() and board.read_text(encoding="utf-8") == leaderboard_text()
         out.append((str(board), "up to date" if fresh else "stale or missing: run `iaabench table` and commit it", fresh))
     page = PROJECT_ROOT / "docs" / "performance.md"
@@ -184,7 +213,9 @@ def run_check(console, rerun: bool = True, only: list[str] | None = None, device
     t.add_column("result")
     for where, msg, good in recompute_all(protocol.recompute_tolerance):
         ok &= good
-        t.add_row(Path(where).name if good else where, ("[green]ok[/green] " if good else "[red]FAIL[/red] ") + msg)
+        mark = "[red]FAIL[/red] " if not good else "[yellow]ok[/yellow] " if msg.startswith(WARNING) else \
+            "[green]ok[/green] "
+        t.add_row(Path(where).name if good else where, mark + escape(msg))
     for where, msg, good in generated_files_current():
         ok &= good
         t.add_row(where, ("[green]ok[/green] " if good else "[red]FAIL[/red] ") + msg)
@@ -252,7 +283,7 @@ def calibrate_pinned(console, only: list[str] | None = None, device: str = "cpu"
             ref = res["reference"]
             src = root / ref["dataset"] / ref["model"]
             dest = pinned_root() / ref["dataset"] / ref["model"]
-            old = find_reference(p, read_records(pinned_root()) if pinned_root().is_dir() else [])
+            old = find_reference(p, read_records(pinned_root(), problems=[]) if pinned_root().is_dir() else [])
             dest.mkdir(parents=True, exist_ok=True)
             for name in (f"{ref['run_id']}.json", ref["predictions"]):
                 shutil.copyfile(src / name, dest / name)

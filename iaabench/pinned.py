@@ -200,7 +200,7 @@ def _child(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(int(spec["threads"]))
-    from .io import atomic_write
+    from .results import amend_record
     from .runner import RunConfig, execute
 
     if spec.get("calibrating"):
@@ -209,9 +209,7 @@ def _child(spec: dict) -> None:
                                   recipe=spec["recipe"] or None, dataset_options=spec["options"],
                                   device=spec["device"], results_root=Path(spec["results_root"]),
                                   pretrained=spec["pretrained"]), log=lambda *a: None)
-    rec = json.loads(path.read_text(encoding="utf-8"))
-    rec["provenance"]["machine"] = machine(int(spec["threads"]))
-    atomic_write(path, json.dumps(rec, indent=1) + "\n")
+    amend_record(path, lambda rec: rec["provenance"].update(machine=machine(int(spec["threads"]))))
     import resource
 
     use = resource.getrusage(resource.RUSAGE_SELF)

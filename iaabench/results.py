@@ -10,7 +10,8 @@ validation), recipe (resolved), metrics ({name: {value, ci95, n}}), per_theme, c
 note, stage: images used after a conversion), provenance (commit,
 dirty, versions, device, seed, eval batch size and order, sha256 of weights and label files,
 protocol sha256), timings (train_s, eval_s, train/eval images per second), predictions (the
-CSV's file name).
+CSV's file name), predictions_sha256, undefined and digest (`iaabench.integrity`: strict JSON,
+non-finite numbers as null with their reason, digests of the record and of its predictions).
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IAAError
+from .integrity import KNOWN_SCHEMAS, SCHEMA, migrate, sha256_bytes, stamp, strict_record, structure_problems, \
+    verification
 from .io import atomic_write
 from .paths import PROJECT_ROOT, results_dir
-
-SCHEMA = 1
 
 
 #: Kept under this name for the modules that write text through `results` (table, bench).
@@ -149,16 +150,38 @@ def _cpu_name() -> str:
 
 
 def write_record(record: dict, predictions: Predictions, root: Path | None = None) -> Path:
-    """Write predictions then the record (so a record never points at a missing file)."""
+    """Write predictions then the record (so a record never points at a missing file). The
+    record is strict JSON and carries the digests of itself and of the predictions
+    (`iaabench.integrity`)."""
     folder = (root or results_dir()) / record["dataset"] / record["model"]
     rid = new_run_id(folder)
-    record = {"schema": SCHEMA, "run_id": rid, **record, "predictions": f"{rid}.predictions.csv"}
-    atomic_write(folder / record["predictions"], predictions.to_csv())
+    csv_text = predictions.to_csv()
+    record = {"schema": SCHEMA, "run_id": rid, **record, "predictions": f"{rid}.predictions.csv",
+              "predictions_sha256": sha256_bytes(csv_text.encode("utf-8"))}
+    record = stamp(strict_record(json.loads(json.dumps(record, default=_jsonable))))
+    atomic_write(folder / record["predictions"], csv_text)
     path = folder / f"{rid}.json"
-    atomic_write(path, json.dumps(record, indent=1, sort_keys=False, default=_jsonable) + "\n",
-                 fault="before-record-rename")
+    atomic_write(path, _record_text(record), fault="before-record-rename")
     (folder / f".{rid}.claim").unlink(missing_ok=True)
     return path
+
+
+def _record_text(record: dict) -> str:
+    return json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n"
+
+
+def amend_record(path: Path, change) -> dict:
+    """Let `change(record)` add to a record its writer has just written (e.g. the pinned runs'
+    machine description) and re-make its digest. Refused for a record that does not verify
+    (edited, predictions changed, older schema): an edit is never laundered into a new digest."""
+    rec = read_record(path)
+    status, why = verification(path, rec)
+    if status != "verified":
+        raise IAAError(f"{path}: not amended, the record does not verify ({why})")
+    change(rec)
+    rec = stamp(strict_record(json.loads(json.dumps(rec, default=_jsonable))))
+    atomic_write(path, _record_text(rec))
+    return rec
 
 
 def _jsonable(o):
@@ -171,20 +194,18 @@ def _jsonable(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def read_records(root: Path | None = None) -> list[tuple[Path, dict]]:
-    """Every complete record under `root` (temporary and claim files are ignored)."""
-    root = root or results_dir()
+def read_records(root: Path | None = None, problems: list | None = None) -> list[tuple[Path, dict]]:
+    """Every complete record under `root` (temporary and claim files are ignored), read by
+    `read_record`. A file that cannot be read is an IAAError, or, given a `problems` list,
+    appended to it as (path, message) while the others are still read."""
     out = []
-    for p in sorted(root.glob("*/*/*.json")):
-        if p.name.startswith(".") or p.parent.parent.name == "bench":
-            continue
+    for p in record_paths(root):
         try:
-            rec = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise IAAError(f"{p}: unreadable result record ({e})") from None
-        if rec.get("schema") != SCHEMA:
-            raise IAAError(f"{p}: record schema {rec.get('schema')!r}, this iaabench reads schema {SCHEMA}")
-        out.append((p, rec))
+            out.append((p, read_record(p)))
+        except IAAError as e:
+            if problems is None:
+                raise
+            problems.append((p, e.message))
     return out
 
 
@@ -204,21 +225,24 @@ def read_records(root: Path | None = None) -> list[tuple[Path, dict]]:
 #
 # A record of another schema is refused, and a truncated or unreadable one is skipped; both are
 # named in `frame(...).attrs["problems"]`, so one bad file never hides the rest of the table.
-# A record whose predictions file is missing is kept but marked `verified = False`.
+# A record that does not verify (`integrity.verification`: predictions file missing or changed,
+# record edited after it was written, or no digest: an older schema) is kept but marked
+# `verified = False`, with why in `unverified`.
 #
-# Metric values that are undefined (a correlation of constant predictions) are NaN in `value`
-# with the reason in `note`; a metric a run could not compute (no distributions) is left out.
+# Metric values that are undefined (a correlation of constant predictions: `null` in the record,
+# its reason in `undefined`) are NaN in `value` with the reason in `note`; a metric a run could
+# not compute (no distributions) is left out.
 
 #: Columns of the frame, in order (the first twelve are the issue's required ones).
 COLUMNS = ["model", "dataset", "split", "recipe", "head", "mode", "seed", "metric", "value", "ci_low", "ci_high",
            "run_id", "variant", "split_seed", "trained_on", "overlap", "dirty", "verified", "skipped_test", "n",
-           "note", "device", "created", "dataset_options", "path", "predictions"]
+           "note", "device", "created", "dataset_options", "path", "predictions", "unverified"]
 #: Top-level folders of results/ that hold no leaderboard records.
 NOT_LEADERBOARD = ("bench", "pinned", "plots")
 
 
 def known_schemas() -> set[int]:
-    return {1, SCHEMA}
+    return set(KNOWN_SCHEMAS)
 
 
 def _trained_on(rec: dict, mode: str) -> str:
@@ -265,6 +289,8 @@ def record_rows(path: Path, rec: dict) -> list[dict]:
     if not skipped_test and counts.get("test") is not None and counts.get("evaluated") is not None:
         skipped_test = max(0, int(counts["test"]) - int(counts["evaluated"]))
     preds = path.parent / rec["predictions"] if rec.get("predictions") else None
+    status, why = verification(path, rec)
+    undefined = rec.get("undefined") or {}
     recipe = rec.get("recipe") or {}
     base = {
         "model": rec["model"], "dataset": rec["dataset"], "split": split.get("name", ""),
@@ -272,7 +298,7 @@ def record_rows(path: Path, rec: dict) -> list[dict]:
         "head": rec.get("head") or "", "mode": mode, "seed": seed, "run_id": rec.get("run_id", path.stem),
         "variant": rec.get("variant", plan.get("variant")) or "", "split_seed": split_seed,
         "trained_on": _trained_on(rec, mode), "overlap": _overlap(rec), "dirty": bool(prov.get("dirty")),
-        "verified": bool(preds and preds.is_file()), "skipped_test": skipped_test,
+        "verified": status == "verified", "unverified": why, "skipped_test": skipped_test,
         "device": prov.get("device", ""), "created": rec.get("created", ""),
         "dataset_options": json.dumps(rec.get("dataset_options") or {}, sort_keys=True)
         if rec.get("dataset_options") else "",
@@ -281,7 +307,7 @@ def record_rows(path: Path, rec: dict) -> list[dict]:
     rows = []
     for name, m in (rec.get("metrics") or {}).items():
         value = m.get("value")
-        note = m.get("warning") or m.get("reason") or ""
+        note = undefined.get(f"/metrics/{name}/value") or m.get("warning") or m.get("reason") or ""
         if value is None and not note:
             continue
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -297,7 +323,8 @@ def record_rows(path: Path, rec: dict) -> list[dict]:
 
 
 def read_record(path: Path) -> dict:
-    """One record, or IAAError naming the file (unreadable, truncated, other schema)."""
+    """One record (an older schema migrated in memory), or IAAError naming the file and what is
+    wrong: unreadable, truncated, another schema, a field missing or of the wrong type."""
 
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
@@ -311,6 +338,10 @@ def read_record(path: Path) -> dict:
     for key in ("model", "dataset", "metrics"):
         if key not in rec:
             raise IAAError(f"{path}: record without '{key}'; skipped")
+    rec = migrate(rec)
+    bad = structure_problems(rec)
+    if bad:
+        raise IAAError(f"{path}: malformed result record ({'; '.join(bad)}); skipped")
     return rec
 
 

@@ -18,10 +18,13 @@ merge or replace each other. Per cell and metric:
 
 Left out of the leaderboard: runs on resized synthetic datasets (loader options, the pinned quick
 runs of `check`), records under results/bench/ and results/pinned/, and records made from
-uncommitted code (`provenance.dirty`) unless `include_dirty`. Records without their predictions
-file are shown as unverified and never ranked. Runs on the registered synthetic datasets form a
-separate section, a smoke test of the harness, not a result. Every format (terminal, md, csv,
-latex, html) is rendered from one cell frame (`cell_frame`).
+uncommitted code (`provenance.dirty`) unless `include_dirty`. Records that do not verify (their
+predictions file missing or changed, the record edited since it was written, or no digest: an
+older schema) are shown as unverified, with why, and never ranked; a record that cannot be read
+or holds a field of the wrong type is left out and named (`info["problems"]`), never fatal.
+Runs on the registered synthetic datasets form a separate section, a smoke test of the harness,
+not a result. Every format (terminal, md, csv, latex, html) is rendered from one cell frame
+(`cell_frame`).
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ KEY = ["model", "variant", "dataset", "split", "recipe", "head", "mode", "traine
 CSV_FIRST = ["model", "dataset", "split", "recipe", "head", "mode", "metric", "mean", "sd", "n_seeds", "ci_low",
              "ci_high", "reported", "reported_split", "comparable"]
 CSV_MORE = ["diff", "reproduced", "reported_source", "selection", "variant", "trained_on", "overlap", "skipped_test",
-            "verified", "mark", "seeds", "run_ids", "note"]
+            "verified", "unverified", "mark", "seeds", "run_ids", "note"]
 BEST, TIED = "best", "not significantly worse"
 REFERENCE_ONLY = "reported only: reference-only card, cannot run here"
 SMOKE = ("Smoke test, not a result: runs on the registered synthetic datasets check that every model trains "
@@ -86,6 +89,7 @@ def _aggregate(rows) -> dict:
             "seeds": " ".join(str(int(s)) for s in rows["seed"]), "run_ids": " ".join(rows["run_id"]),
             "skipped_test": int(rows["skipped_test"].max()), "overlap": next((o for o in rows["overlap"] if o), ""),
             "verified": bool(rows["verified"].all()),
+            "unverified": "; ".join(sorted({u for u in rows["unverified"] if u})),
             "note": "; ".join(notes) if mean is None else "; ".join(f"{n} (some seeds)" for n in notes)}
 
 
@@ -150,7 +154,7 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=
     cells["n_seeds"] = cells["n_seeds"].fillna(0).astype(int)
     cells["skipped_test"] = cells["skipped_test"].astype("Int64")
     for c in ("note", "reported_source", "selection", "overlap", "seeds", "run_ids", "mark", "variant",
-              "trained_on", "comparable", "reproduced"):
+              "trained_on", "comparable", "reproduced", "unverified"):
         cells[c] = cells[c].astype(object).where(cells[c].notna(), "")
     has_rep = cells["reported"].notna()
     same = has_rep & (cells["reported_split"] == cells["split"]) & cells["mean"].notna() & (cells["mode"] != "not run")
@@ -259,7 +263,7 @@ def _notes(group) -> str:
     if c["mode"] != "not run" and int(c["skipped_test"]):
         parts.append(f"{int(c['skipped_test'])} test images skipped")
     if c["mode"] != "not run" and not bool(c["verified"]):
-        parts.append("unverified: predictions file missing")
+        parts.append(f"unverified: {c['unverified'] or 'unknown'}")
     parts += sorted({n for n in group["note"] if n})
     return "; ".join(parts)
 
@@ -406,14 +410,18 @@ def leaderboard_text(root=None, include_dirty: bool = False) -> str:
                   "not run": int((rep["mode"] == "not run").sum())}
         text += "\nCells with a reported number: " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ".\n"
     text += personalized_text(root)
+    left = left_out_text(info)
+    return text + (f"\n{left}\n" if left else "")
+
+
+def left_out_text(info: dict) -> str:
+    """One line saying what `cell_frame` left out of the leaderboard, and how to see it ("" if nothing)."""
     left = [f"{info['resized']} quick run(s) on resized synthetic datasets (`iaabench check` shows them)"
             if info["resized"] else "",
             f"{info['dirty']} record(s) made from uncommitted code (`iaabench table --include-dirty` shows them)"
             if info["dirty"] else "",
             f"{len(info['problems'])} unreadable or refused record file(s)" if info["problems"] else ""]
-    if any(left):
-        text += "\nLeft out: " + "; ".join(x for x in left if x) + ".\n"
-    return text
+    return "Left out: " + "; ".join(x for x in left if x) + "." if any(left) else ""
 
 
 def personalized_text(root=None) -> str:

@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 
-from iaabench.results import Predictions, read_records, write_record
+from iaabench.results import SCHEMA, Predictions, read_records, write_record
 
 
 def _preds(n=5, dist=True):
@@ -25,7 +25,7 @@ def test_predictions_round_trip_exactly(tmp_path):
 
 
 def test_concurrent_writers_get_distinct_records(tmp_path):
-    rec = {"model": "nima", "dataset": "synth-tad66k", "created": "2026-01-01T00:00:00Z"}
+    rec = {"model": "nima", "dataset": "synth-tad66k", "created": "2026-01-01T00:00:00Z", "metrics": {}}
     paths = []
     threads = [threading.Thread(target=lambda: paths.append(write_record(dict(rec), _preds(), root=tmp_path)))
                for _ in range(8)]
@@ -42,7 +42,7 @@ def test_concurrent_writers_get_distinct_records(tmp_path):
 
 
 def test_reader_ignores_temporary_files(tmp_path):
-    write_record({"model": "m", "dataset": "d", "created": "x"}, _preds(), root=tmp_path)
+    write_record({"model": "m", "dataset": "d", "created": "x", "metrics": {}}, _preds(), root=tmp_path)
     (tmp_path / "d" / "m" / ".half.json.123.tmp").write_text('{"schema": 1, "trunc')
     assert len(read_records(tmp_path)) == 1
-    assert json.loads(next((tmp_path / "d" / "m").glob("2*.json")).read_text())["schema"] == 1
+    assert json.loads(next((tmp_path / "d" / "m").glob("2*.json")).read_text())["schema"] == SCHEMA

@@ -25,9 +25,15 @@ def table(
     """The leaderboard: cells per (model, dataset, split, recipe, head, mode), mean +- sd over seeds with
     a 95% CI, beside the reported numbers; writes results/leaderboard.md.
 
+    The table is printed even when results/leaderboard.md cannot be written (a read-only results
+    folder): one warning names the path and the error, and the exit status stays 0. A record file
+    that cannot be read is named in a warning and left out; what else was left out (records made
+    from uncommitted code, quick runs) is counted in one line.
+
     Example: iaabench table --format csv > leaderboard.csv
     """
     from .. import table as tbl
+    from ..paths import results_dir
 
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     cells, info = tbl.cell_frame(include_dirty=include_dirty)
@@ -38,14 +44,22 @@ def table(
     else:
         text = tbl.render(format, cells=cells)
         if output:
-            output.write_text(text)
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as e:
+                raise ConfigError(f"-o {output}: could not write the table ({e.strerror or e})",
+                                  "choose a writable path, or leave out -o to print it") from None
         else:
             sys.stdout.write(text)
+    left = tbl.left_out_text(info)
+    if left:
+        err.print(escape(left))
+    board = results_dir() / "leaderboard.md"
     try:
         err.print(f"wrote {tbl.write_leaderboard()}")
     except OSError as e:
-        err.print(f"[yellow]could not write results/leaderboard.md ({escape(str(e))}); the table above is complete"
-                  "[/yellow]")
+        err.print(f"[yellow]could not write {escape(str(board))}: {escape(e.strerror or str(e))}; the table above "
+                  "is complete[/yellow]")
     if plots:
         from ..plots import plot_all
 
