@@ -2,8 +2,11 @@
 
 The order is the dataset's own (label-file order) and the batch size is the recipe's
 `eval_batch_size`; both are recorded, because a batch-dependent model (TANet) predicts
-differently in another batch. With several crops per image (HyperIQA) the prediction is the
-mean over the crops, which come from a seeded generator: evaluation is deterministic.
+differently in another batch. With several processes (`iaabench.distributed`) each rank
+predicts its shard (every `world_size`th image, in batches of `eval_batch_size`) and the
+predictions are gathered into one set in dataset order, every image once, on every rank.
+With several crops per image (HyperIQA) the prediction is the mean over the crops, which come
+from a seeded generator: evaluation is deterministic.
 
 Precision: evaluation runs in float32 unless asked for bf16 (`precision="bf16"`, the
 command line's `--eval-precision bf16`), on every device: released checkpoints' parity holds in
@@ -24,26 +27,30 @@ from .errors import ImageError
 from .metrics import compute_metrics, per_group
 from .results import Predictions
 from .device import autocast, flatten_crops
+from .distributed import SINGLE, Ranks, gather_predictions
 
 
 @torch.no_grad()
 def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | None = None,
             batch_size: int | None = None, *, scale_max: float, device: str = "cpu", seed: int = 0, workers: int = 0,
-            strict: bool = False, progress=None, notes: dict[str, str] | None = None, precision: str = "float32"
-            ) -> tuple[Predictions, list[tuple[int, str]]]:
+            strict: bool = False, progress=None, notes: dict[str, str] | None = None, precision: str = "float32",
+            ranks: Ranks = SINGLE) -> tuple[Predictions, list[tuple[int, str]]]:
     """Predictions (native scale) for the samples of `data` and the images that could not be
     used (positions in its sample list, reasons).
 
     `data` is a batch source, or a sample list read through the reference source with `spec`
     and `batch_size` (a last batch of one joins the one before for batch-dependent models).
     `notes` collects each image's decoding note (image path -> note). `precision`: "float32"
-    (default) or "bf16" autocast (`device.PRECISIONS`)."""
+    (default) or "bf16" autocast (`device.PRECISIONS`). With several `ranks`, `data` is this
+    rank's shard and the result is every rank's, gathered (`distributed.gather_predictions`)."""
     model.to(device).eval()
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
-    source = as_source(data, spec, batch_size, train=False, seed=seed, workers=workers, min_last=min_last)
+    source = as_source(data, spec, batch_size, train=False, seed=seed, workers=workers, min_last=min_last,
+                       rank=ranks.rank, world_size=ranks.world_size)
     samples = source.samples
     kept, scores, dists, failed = [], [], [], []
-    task = progress.add_task("evaluate", total=len(samples)) if progress else None
+    shard = len(range(source.rank, len(samples), source.world_size))  # this rank's images
+    task = progress.add_task("evaluate", total=shard) if progress else None
     for batch in source.epoch(0):
         for i, reason in batch.failed:
             if strict:
@@ -61,14 +68,18 @@ def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | N
             kept.extend(batch.index.tolist())
         if progress:
             progress.update(task, advance=len(batch.index) + len(batch.failed))
+    pred = (torch.cat(scores).double().numpy() * scale_max) if scores else np.zeros(0)
+    pred_dist = torch.cat(dists).double().numpy() if dists else None
+    if ranks.several:
+        kept, pred, pred_dist, failed = gather_predictions(kept, pred, pred_dist, failed, notes, ranks)
     chosen = [samples[i] for i in kept]
     preds = Predictions(
         image_id=[s.image_id for s in chosen],
         true=np.array([s.score for s in chosen], dtype=np.float64),
-        pred=(torch.cat(scores).double().numpy() * scale_max) if scores else np.zeros(0),
+        pred=pred,
         theme=[s.theme for s in chosen],
         true_dist=true_distributions(chosen),
-        pred_dist=torch.cat(dists).double().numpy() if dists else None,
+        pred_dist=pred_dist,
     )
     return preds, failed
 

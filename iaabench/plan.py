@@ -9,6 +9,14 @@ hash of what determines the result (not where files live, nor how many workers d
 names the checkpoint folder (`--resume` finds it), and sweeps and the table group records by it.
 `runner.execute(plan, rank, world_size)` carries it out.
 
+Several processes (`iaabench.distributed`): `world_size` is in the plan (each rank's batch is
+the global `--batch-size` / world_size, checked here), but in the key only for a
+batch-dependent model (`batch_dependent`: TANet's theme branch, EAT), whose predictions depend
+on the per-rank batches. For the others a run on N processes computes the same global batches
+(the same images, augmentations, averaged gradients) as one process, up to per-rank BatchNorm
+statistics (`--sync-bn` on CUDA) and floating-point order, so it keys, resumes and groups in
+the table with one process's; the record's `provenance.distributed` says how it ran.
+
 Precedence: command line > the model's card > the protocol's defaults.
 """
 from __future__ import annotations
@@ -51,6 +59,8 @@ class RunConfig:
     strict: bool = False
     fast: bool = False
     workers: int = 0
+    world_size: int = 1  # processes (torchrun's WORLD_SIZE); the batch size is the global batch
+    sync_bn: bool = False  # several CUDA processes: BatchNorm statistics of the global batch (SyncBatchNorm)
     dataset_options: dict = field(default_factory=dict)
     train: bool = True  # False: evaluate only (`iaabench eval`)
     results_root: Path | None = None  # default: results/ (IAABENCH_RESULTS)
@@ -60,6 +70,9 @@ class RunConfig:
     eval_precision: str = "float32"  # the test evaluation's precision: float32 or bf16 (autocast)
     allow_overlap: bool = False  # eval: evaluate even where the weights were trained on test images (marked)
 
+
+#: How a plan runs on several processes; out of `key()` but for a batch-dependent model's world size.
+DISTRIBUTED_FIELDS = ("world_size", "sync_bn", "batch_dependent")
 
 #: Fields of a plan that say where files are or how fast the work goes, not what it computes:
 #: they are left out of `key()`.
@@ -86,6 +99,9 @@ class RunPlan:
     dataset_options: dict = field(default_factory=dict)
     fast: bool = False
     compile: bool = False
+    world_size: int = 1
+    sync_bn: bool = False
+    batch_dependent: bool = False  # the model's `batch_dependent` (its options are in the plan already)
     device: str = "cpu"
     data_root: str | None = None
     images: str | None = None
@@ -119,8 +135,13 @@ class RunPlan:
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
-        """What determines the result: the plan without `PLACE_FIELDS`."""
-        return {k: v for k, v in self.to_dict().items() if k not in PLACE_FIELDS}
+        """What determines the result: the plan without `PLACE_FIELDS` and `DISTRIBUTED_FIELDS`,
+        but with the world size of a batch-dependent model run on several processes (see the
+        module docstring)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in PLACE_FIELDS and k not in DISTRIBUTED_FIELDS}
+        if self.batch_dependent and self.world_size > 1:
+            out["world_size"] = self.world_size
+        return out
 
     def key(self) -> str:
         """A stable hash (16 hex digits) of `identity()`: the same on every machine and Python."""
@@ -173,15 +194,36 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
     mode = "trained" if req.train and (recipe.epochs > 0 or fits) else "eval-only"
     if req.train and recipe.epochs > 0:
         check_loss(recipe.loss, head=head, has_votes=ds.has_votes)
+    batch_dependent = bool(getattr(probe, "batch_dependent", False))
+    _check_processes(req, recipe, mode == "trained" and recipe.epochs > 0, batch_dependent)
     return RunPlan(
         model=req.model, family=info.family, dataset=req.dataset, split=req.split or dp.split,
         split_seed=req.split_seed, seed=req.seed, recipe_name=recipe.name, recipe=_plain(recipe.to_dict()), head=head,
         mode=mode, pretrained=str(req.pretrained or recipe.pretrained), weights=_str(req.weights),
         dataset_options=dict(req.dataset_options), fast=bool(req.fast), compile=bool(req.compile),
+        world_size=int(req.world_size), sync_bn=bool(req.sync_bn), batch_dependent=batch_dependent,
         device=req.device, data_root=_str(req.data_root), images=_str(req.images), workers=int(req.workers),
         strict=bool(req.strict), resume=bool(req.resume), results_root=_str(req.results_root),
         tensorboard=_str(req.tensorboard), eval_precision=req.eval_precision,
         allow_overlap=bool(req.allow_overlap))
+
+
+def _check_processes(req: RunConfig, recipe: Recipe, training: bool, batch_dependent: bool) -> None:
+    """World size, per-rank batch and `--sync-bn` of a request, before anything runs."""
+    from .distributed import per_rank_batch
+
+    n = req.world_size
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"world size {n!r}: expected a positive number of processes")
+    if training and n > 1:
+        per_rank = per_rank_batch(recipe.batch_size, n)
+        if batch_dependent and per_rank < 2:
+            raise ConfigError(f"model '{req.model}' predicts each image from its batch: a per-rank batch of "
+                              f"{per_rank} ({recipe.batch_size} / {n} processes) is too small",
+                              f"give --batch-size {2 * n} or more")
+    if req.sync_bn and not str(req.device).startswith("cuda"):
+        raise ConfigError("--sync-bn needs CUDA (torch.nn.SyncBatchNorm runs on GPUs only)",
+                          "drop --sync-bn on the CPU (each rank's BatchNorm then uses its own batch)")
 
 
 def parse_seeds(text: str) -> list[int]:

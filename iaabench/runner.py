@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import api
+from . import api, distributed
 from .cards import Recipe
 from .data.batches import make_source
 from .contamination import TrainedOn, guard
@@ -57,13 +57,14 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
     reference path. `cfg` gives seed, device, workers, fast, strict and dataset."""
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
     kw = dict(seed=cfg.seed, rank=rank, world_size=world_size)
+    batch = distributed.per_rank_batch(recipe.batch_size, world_size)  # --batch-size is the global batch
     if getattr(model, "feature_cache", False):  # frozen trunk: features once, then the head
         from .features import FeatureStore
 
         model.to(cfg.device)
         store = FeatureStore.extract(model, parts, recipe.test_transforms, device=cfg.device, workers=cfg.workers,
                                      label=f"{cfg.dataset}-{data.split}")
-        return {name: store.source(samples, recipe.batch_size if name == "train" else recipe.eval_batch_size,
+        return {name: store.source(samples, batch if name == "train" else recipe.eval_batch_size,
                                    train=name == "train", min_last=1 if name == "train" else min_last, **kw)
                 for name, samples in parts.items()}
     key = {"dataset": data.dataset, "split": data.split, "labels": data.label_files}
@@ -71,7 +72,7 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
     for name, samples in parts.items():
         train = name == "train"
         out[name] = make_source(samples, recipe.train_transforms if train else recipe.test_transforms,
-                                recipe.batch_size if train else recipe.eval_batch_size, train=train,
+                                batch if train else recipe.eval_batch_size, train=train,
                                 fast=cfg.fast, cache_key=key, device=cfg.device, workers=cfg.workers,
                                 strict=cfg.strict, min_last=1 if train else min_last, **kw)
     return out
@@ -89,14 +90,19 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     """Carry out `plan` (a `RunConfig` is resolved first): train (mode "trained"), evaluate,
     write the record; returns (record, record path).
 
+    With several processes (`rank` of `world_size`, a joined process group: `iaabench.distributed`)
+    every rank trains and evaluates its shard; rank 0 writes the checkpoints and the record, and
+    the other ranks return (None, None) once it is written.
+
     The record stores the plan and its key, the mode, and names the checkpoints under the runs
     folder (`IAABENCH_RUNS`): `checkpoint`, the weights its metrics come from, and
     `last_checkpoint`, the newest epoch's (for eval-only, `checkpoint` is `--weights`)."""
     if isinstance(plan, RunConfig):
         plan = resolve(plan)
-    if world_size != 1 or rank != 0:
-        raise ConfigError(f"rank {rank} of world size {world_size}: this iaabench executes a plan on one "
-                          "process (world size 1); several ranks need the distributed setup")
+    ranks = distributed.attach(rank, world_size)
+    if plan.world_size != world_size:
+        raise ConfigError(f"the plan is for {plan.world_size} process(es), this is rank {rank} of {world_size}",
+                          "resolve the plan with world_size equal to the number of processes")
     protocol = load_protocol()
     dp = protocol.dataset(plan.dataset)
     recipe = plan.recipe_obj()
@@ -126,6 +132,8 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
                              **recipe.options)
     # closed-form baselines (`constant`) are fitted on the training samples instead of trained
     fitted = model.fit(train_s, scale_max) if plan.train and getattr(model, "fits_from_samples", False) else None
+    if plan.sync_bn:
+        model = distributed.convert_sync_bn(model, ranks)
     if plan.compile:
         model.forward = torch.compile(model.forward)
     training = plan.train and recipe.epochs > 0
@@ -135,17 +143,18 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     t_train = 0.0
     checkpoint = last_checkpoint = None
     if training:
-        run_dir, resumed = run_dir_for(plan)
+        run_dir, resumed = distributed.broadcast(run_dir_for(plan) if ranks.main else None, ranks)  # rank 0's
         if resumed:
             log(f"resuming from {run_dir}")
         logger = None
-        if plan.tensorboard:  # live curves on long runs (the optional extra iaabench[tensorboard])
+        if plan.tensorboard and ranks.main:  # live curves on long runs (the optional extra iaabench[tensorboard])
             from .curves import TensorBoardLogger
 
             logger = TensorBoardLogger(plan.tensorboard, f"{plan.dataset}-{plan.model}-{plan.key()}-seed{plan.seed}")
         try:
             outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=plan.device,
                             seed=plan.seed, run_dir=run_dir, resume=resumed, strict=plan.strict, progress=progress,
+                            ranks=ranks,
                             on_epoch=logger, meta={"trained_on": trained_on.to_dict()})
         finally:
             if logger is not None:
@@ -159,10 +168,13 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     t0 = time.perf_counter()
     test_notes: dict[str, str] = {}
     preds, failed = predict(model, src["test"], scale_max=scale_max, device=plan.device, strict=plan.strict,
-                            progress=progress, notes=test_notes, precision=plan.eval_precision)
+                            progress=progress, notes=test_notes, precision=plan.eval_precision, ranks=ranks)
     t_eval = time.perf_counter() - t0
     if len(preds.image_id) < 3:
         raise IAAError(f"only {len(preds.image_id)} test images could be evaluated; see the skipped images")
+    if not ranks.main:  # every rank holds the gathered predictions; rank 0 scores them and writes the record
+        distributed.barrier(ranks)
+        return None, None
     metrics, per_theme = score_predictions(preds, dp.metrics, scale_max=scale_max, threshold=dp.threshold,
                                            n_boot=protocol.n_boot, seed=plan.seed)
     orders = None
@@ -211,6 +223,8 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
             "resize": {"implementation": "PIL.Image.resize", "train": recipe.train_transforms.interpolation,
                        "test": recipe.test_transforms.interpolation},
             "pretrained": plan.pretrained, "compiled": plan.compile,
+            "distributed": distributed.provenance(ranks, recipe.batch_size, recipe.eval_batch_size,
+                                                  bool(getattr(model, "batch_dependent", False)), plan.sync_bn),
             "weights": {"path": plan.weights, "sha256": sha256_file(plan.weights)} if plan.weights else None,
             "label_files": data.label_files,
             "protocol_sha256": sha256_file(protocol.path),
@@ -222,4 +236,5 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     path = write_record(record, preds, root=Path(plan.results_root) if plan.results_root else None)
     if outcome:
         (run_dir / "done").write_text(str(path) + "\n")
+    distributed.barrier(ranks)  # the other ranks wait for the record
     return record, path

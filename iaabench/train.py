@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import faults
+from . import distributed, faults
 from .cards import Recipe
 from .data.batches import BatchSource, as_source
 from .data.pipeline import Batch
@@ -74,7 +74,10 @@ class TrainOutcome:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """`torch.save`, atomically (`io.atomic_write`): a kill never leaves half a file."""
+    """`torch.save`, atomically (`io.atomic_write`): a kill never leaves half a file. Only rank 0
+    of a process group writes (the ranks hold the same weights)."""
+    if not distributed.is_main_process():
+        return
     atomic_write(path, lambda f: torch.save(payload, f), fault="after-checkpoint-tmp",
                  fault_args=(payload.get("epoch", -1) + 1, path.name))
 
@@ -107,7 +110,7 @@ def load_model_state(model: IAAModel, state: dict) -> None:
 
 def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data: BatchSource | Sequence[Sample],
           recipe: Recipe, *, scale_max: float, device: str, seed: int, run_dir: Path, resume: bool = False,
-          strict: bool = False, workers: int = 0, progress=None,
+          strict: bool = False, workers: int = 0, progress=None, ranks: distributed.Ranks = distributed.SINGLE,
           on_epoch: Callable[[dict], None] | None = None, meta: dict | None = None) -> TrainOutcome:
     """Train `model` in place; on return it holds the weights of the best validation epoch.
     `on_epoch(entry)` is called with each finished epoch's history entry (TensorBoard logging).
@@ -141,25 +144,27 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
         out.train_seconds, out.images_seen = ck.get("train_seconds", 0.0), ck.get("images_seen", 0)
         out.resumed_from = ck["epoch"]
 
+    net = distributed.wrap(model, ranks, device)  # DDP with several ranks, else the model
     task = progress.add_task("train", total=max(recipe.epochs - start, 0) * max(len(train_src), 1)) \
         if progress else None
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
-        torch.manual_seed(epoch_seed(seed, epoch))
+        torch.manual_seed(epoch_seed(seed, epoch) + ranks.rank)  # dropout: another draw on each rank
         model.train()
-        losses = []
-        for batch in train_src.epoch(epoch):
+        losses, seen = [], out.images_seen
+        for batch in distributed.joined(train_src.epoch(epoch), net, ranks):
             _record_failures(batch, train_src.samples, out.failed, out.notes, strict)
             if len(batch.index) < 2:
                 continue
             crops = batch.x.shape[1]
             score_t, dist_t = targets(batch, scale_max, device)
-            loss = train_step(model, loss_fn, opt, batch.x, score_t, dist_t, device)
+            loss = train_step(model, loss_fn, opt, batch.x, score_t, dist_t, device, net=net)
             losses.append(loss)  # no .item() per step: on a GPU it would wait for every step
             faults.point("mid-epoch", epoch + 1, len(losses))
             out.images_seen += len(batch.index) * crops
             if progress:
                 progress.update(task, advance=1, description=f"epoch {epoch + 1}/{recipe.epochs}")
+        losses = distributed.end_epoch(model, losses, out, seen, ranks)  # every rank's, merged
         mean_loss = torch.stack(losses).double().mean().item() if losses else None
         if mean_loss is not None and not np.isfinite(mean_loss):
             raise IAAError(f"training diverged in epoch {epoch + 1}: the mean loss is {mean_loss}",
@@ -169,7 +174,8 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
         out.train_seconds += time.perf_counter() - t0
         entry = {"epoch": epoch + 1, "train_loss": mean_loss}
         if val_src.samples:
-            vp, vfailed = predict(model, val_src, scale_max=scale_max, device=device, strict=strict, notes=out.notes)
+            vp, vfailed = predict(model, val_src, scale_max=scale_max, device=device, strict=strict, notes=out.notes,
+                                  ranks=ranks)
             out.failed.update({str(val_src.samples[i].path): r for i, r in vfailed})
             entry["val_srcc"] = float(srcc(vp.true, vp.pred))
             entry["val_mse_unit"] = float(np.mean((vp.true - vp.pred) ** 2) / scale_max ** 2)
@@ -189,22 +195,24 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
             "images_seen": out.images_seen, **(meta or {})})
         if on_epoch is not None:
             on_epoch(entry)
+    distributed.barrier(ranks)  # rank 0's checkpoints are written
     if (run_dir / "best.pt").is_file():
         load_model_state(model, load_checkpoint(run_dir / "best.pt")["model"])
     return out
 
 
 def train_step(model: IAAModel, loss_fn, opt: torch.optim.Optimizer, x: torch.Tensor, score: torch.Tensor,
-               dist: torch.Tensor | None, device: str) -> torch.Tensor:
+               dist: torch.Tensor | None, device: str, net: torch.nn.Module | None = None) -> torch.Tensor:
     """The one training step of every model, in the trainer and in `iaabench bench`: forward
     (bf16 autocast on CUDA), the recipe's loss in float32, backward, optimizer step.
 
     `x` is (B, crops, C, H, W); `score` (B,) unit-scale targets and `dist` (B, 10) or None.
     Each crop is a training sample with its image's label. Returns the loss, detached and left
-    on the device (no `.item()`: on a GPU it would wait for every step)."""
+    on the device (no `.item()`: on a GPU it would wait for every step). `net` is the module that
+    runs the forward pass where it is not `model` itself (its DistributedDataParallel wrapper)."""
     score, dist = repeat_per_crop(score, dist, x.shape[1])
     with autocast(device):
-        pred = model.predict(model(flatten_crops(x, device)))
+        pred = model.predict((model if net is None else net)(flatten_crops(x, device)))
     loss = loss_fn(_float(pred), score, dist)
     opt.zero_grad(set_to_none=True)
     loss.backward()

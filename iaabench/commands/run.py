@@ -51,6 +51,10 @@ RUN_OPTIONS = [
     ("allow_external_images", bool, AllowExternalImages, ("run", "eval")),
     ("compile", bool, typer.Option(False, "--compile", help="torch.compile the model's forward (worth it on a GPU)."),
      ("run", "eval")),
+    ("nproc", int, typer.Option(1, "--nproc", min=1, help="Processes on this machine (one per GPU), started through "
+                                "torchrun: DistributedDataParallel; --batch-size is the global batch."), ("run", "eval")),
+    ("sync_bn", bool, typer.Option(False, "--sync-bn", help="Several CUDA processes: BatchNorm with the global batch's "
+                                   "statistics (SyncBatchNorm) instead of each process's own."), ("run",)),
     ("tensorboard", Optional[Path], typer.Option(None, "--tensorboard", help="Log per-epoch training scalars to "
                                                  "TensorBoard under this folder (extra: iaabench[tensorboard])."),
      ("run",)),
@@ -77,9 +81,9 @@ def _run_options(command: str):
     return deco
 
 
-def _plans(train: bool, o: dict) -> list:
+def _plans(train: bool, o: dict, world_size: int = 1, ranks=None) -> list:
     """The plans of a `run`/`eval` command line: one per seed, all resolved (and so checked)
-    before anything runs."""
+    before anything runs; for `world_size` processes (`ranks`: this process's place)."""
     from ..plan import RunConfig, parse_seeds, resolve
 
     if o.get("seeds") is not None and o.get("seed") is not None:
@@ -94,7 +98,61 @@ def _plans(train: bool, o: dict) -> list:
                   compile=o["compile"], head=o["head"], train=train,
                   tensorboard=o.get("tensorboard"), eval_precision=o.get("eval_precision", "float32"),
                   allow_overlap=o.get("allow_overlap", False))
+    if ranks is not None and ranks.several:
+        from ..distributed import rank_device
+
+        common["device"] = rank_device(common["device"], ranks)
+    common.update(world_size=world_size, sync_bn=o.get("sync_bn", False))
     return [resolve(RunConfig(seed=s, **common)) for s in seeds]
+
+
+def _argv(command: str, options: dict) -> list[str]:
+    """The command line of the parsed `options` without --nproc: what torchrun starts on each process."""
+    args = [command]
+    for name, _, opt, commands in RUN_OPTIONS:
+        value = options.get(name)
+        if command not in commands or name == "nproc" or value == opt.default:
+            continue
+        flag = next((d for d in opt.param_decls if d.startswith("--")), "--" + name.replace("_", "-"))
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [a for v in (value if isinstance(value, list) else [value]) for a in (flag, str(v))]
+    return args
+
+
+def _execute(command: str, options: dict):
+    """Carry out a `run`/`eval` command line: in this process, on every rank of torchrun's
+    process group, or (--nproc N) as N processes started through torchrun. Yields (record,
+    path) of each plan where this process is rank 0 (and nothing where it launched others)."""
+    import torch
+
+    from .. import distributed
+    from ..runner import execute
+
+    ranks, nproc = distributed.from_env(), options.get("nproc", 1)
+    if ranks.several and nproc not in (1, ranks.world_size):
+        raise ConfigError(f"--nproc {nproc} inside torchrun's {ranks.world_size} processes",
+                          "give --nproc or start torchrun yourself, not both")
+    world_size = ranks.world_size if ranks.several else nproc
+    plans = _plans(command == "run", options, world_size, ranks)
+    if world_size > 1 and not ranks.several:
+        device = plans[0].device
+        if device.startswith("cuda") and nproc > torch.cuda.device_count():
+            raise ConfigError(f"--nproc {nproc}: this machine has {torch.cuda.device_count()} GPU(s)",
+                              "start at most one process per GPU")
+        code = distributed.launch(nproc, _argv(command, options))
+        if code:
+            raise typer.Exit(code)
+        return
+    with distributed.process_group(plans[0].device) as ranks:
+        for plan in plans:
+            if not ranks.main:  # rank 0 shows the progress and writes the record
+                execute(plan, ranks.rank, ranks.world_size, log=lambda *a, **k: None)
+                continue
+            with _progress() as progress:
+                result = execute(plan, ranks.rank, ranks.world_size, progress=progress, log=console.print)
+            yield result
 
 
 @_run_options("run")
@@ -105,11 +163,8 @@ def run(**options):
     Example: iaabench run --model nima --dataset synth-tad66k --seeds 0,1,2
     """
     from ..curves import run_curves
-    from ..runner import execute
 
-    for plan in _plans(True, options):
-        with _progress() as progress:
-            record, path = execute(plan, progress=progress, log=console.print)
+    for record, path in _execute("run", options):
         _print_metrics(record, path)
         if (where := run_curves(record, path)):
             console.print(where)
@@ -121,9 +176,5 @@ def eval_(**options):
 
     Example: iaabench eval --model tanet --dataset tad66k --weights SRCC_513_LCC_531_MSE_016.pth
     """
-    from ..runner import execute
-
-    for plan in _plans(False, options):
-        with _progress() as progress:
-            record, path = execute(plan, progress=progress, log=console.print)
+    for record, path in _execute("eval", options):
         _print_metrics(record, path)
