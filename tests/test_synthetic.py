@@ -311,7 +311,7 @@ def test_read_card(tmp_path):
 
 def test_registered_datasets_describe_themselves():
     expect = {"synth-tad66k": (("official",), (1.0, 10.0), False, True),
-              "synth-ava": (("official",), (1.0, 10.0), True, False),
+              "synth-ava": (("official", "tanet-random", "manifest"), (1.0, 10.0), True, False),
               "synth-flickr-aes": (("workers",), (1.0, 5.0), False, False)}
     for name, (splits, scale, votes, themes) in expect.items():
         info = dataset_info(name)
@@ -380,3 +380,41 @@ def test_flickr_round_trip_through_the_real_loader(roots):
 def test_loader_refuses_a_root_that_holds_another_dataset(roots):
     with pytest.raises(ConfigError, match="n=123"):
         dataset_info("synth-tad66k").loader(root=roots["tad66k"], split="official", n=123)
+
+
+@pytest.mark.parametrize("split", ["official", "tanet-random", "manifest"])
+def test_synth_ava_offers_the_real_avas_splits(roots, split):
+    """Each split of the real AVA loads from the generated files: disjoint train/val/test of
+    sane sizes, every image labelled with votes, covering the dataset."""
+    ds = dataset_info("synth-ava").loader(root=roots["ava"], split=split)
+    ids = {k: [s.image_id for s in v] for k, v in ds.splits.items()}
+    assert set(ids) == ({"train", "test"} if split == "official" else {"train", "val", "test"})
+    for k, v in ids.items():
+        assert len(v) == len(set(v)) and v, k
+    for a in ids:
+        for b in ids:
+            assert a == b or not set(ids[a]) & set(ids[b]), (a, b)
+    assert sum(map(len, ids.values())) == N and not ds.skipped
+    assert 0.15 <= len(ids["test"]) / N <= 0.25
+    assert all(len(s.votes) == 10 and sum(s.votes) >= 100 for v in ds.splits.values() for s in v)
+    assert ds.split == split and ds.manifest["synthetic"]["layout"] == "ava"
+
+
+def test_synth_ava_split_files_have_the_real_format_and_differ_from_official(roots):
+    from iaabench.data import ava_synthetic
+
+    root = roots["ava"]
+    val = (root / "tanet-random" / "val.csv").read_bytes()
+    assert val.startswith(b"image_id,score2,score3,") and val.endswith(b"\n\n") and b"\r" not in val
+    ava_rows = {line.split()[1]: line.split()[2:] for line in (root / "AVA.txt").read_text().splitlines()}
+    first = (root / "tanet-random" / "test.csv").read_text().splitlines()[1].split(",")
+    assert first[1:] == ava_rows[first[0]]
+    official = {s.image_id for s in dataset_info("synth-ava").loader(root=root).splits["test"]}
+    tanet = {s.image_id for s in dataset_info("synth-ava").loader(root=root, split="tanet-random").splits["test"]}
+    assert official != tanet
+    # a copy generated before the split files existed gets them (the same bytes) on first use
+    files = {rel: (root / rel).read_bytes() for rel in ava_synthetic.SPLIT_FILES}
+    for rel in ava_synthetic.SPLIT_FILES:
+        (root / rel).unlink()
+    dataset_info("synth-ava").loader(root=root, split="manifest")
+    assert {rel: (root / rel).read_bytes() for rel in ava_synthetic.SPLIT_FILES} == files

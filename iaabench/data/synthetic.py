@@ -12,7 +12,9 @@ looking at synthetic data.
 The images, their attributes and their latent quality come from the shared generator
 (`data/synthetic_images.py`, which describes the generative model); each layout's files are
 written by its writer beside its loader (`data/tad66k_synthetic.py`, `data/ava_synthetic.py`,
-`data/flickr_aes_synthetic.py`, which describes the FLICKR-AES worker panels).
+`data/flickr_aes_synthetic.py`, which describes the FLICKR-AES worker panels). `synth-ava` offers
+the real AVA's three splits, `official`, `tanet-random` and `manifest`, from files its writer
+generates in the real formats (`ava_synthetic.write_splits`).
 
 Labels: an image-level "crowd" deviation the pixels cannot explain (normal, `CROWD_NOISE`
 quality units) is added to the latent quality, and the sum is mapped to the dataset's scale
@@ -396,6 +398,10 @@ def _make_loader(layout: str, splits: tuple[str, ...]):
             raise ConfigError(f"{root} holds another synthetic dataset than asked for: {', '.join(differ)}",
                               "leave out root= to use the cache, or generate that dataset into another folder")
         real_split = split
+        if layout == "ava" and split in ("tanet-random", "manifest"):
+            ava_synthetic.ensure_splits(Path(root), int(card["seed"]))  # a copy made before they existed
+            if split == "manifest":
+                options.setdefault("manifest", Path(root) / "manifest.csv")
         if layout == "flickr-aes" and split == "workers":
             # The real `workers` split is the 37 PIAA test workers of FLICKR-AES, who do not exist
             # here (the generator draws its own worker ids): the synthetic `workers` split is the
@@ -435,13 +441,17 @@ def _options(layout: str) -> dict[str, str]:
 
     opts = {k: v.format(n=DEFAULT_N[layout]) for k, v in _OPTIONS.items()}
     opts.update(COMMON_OPTIONS)
+    if layout == "ava":
+        opts["test_csv"] = "split tanet-random: a test.csv in the TANet format (default: the generated one)"
+        opts["val_csv"] = "split tanet-random: a val.csv in the TANet format (default: the generated one)"
+        opts["manifest"] = "split manifest: CSV `image_id,split` (default: the generated manifest.csv)"
     if layout == "flickr-aes":
         opts["workers"] = f"number of workers, panels of {PANEL_SIZE} (default {DEFAULT_WORKERS})"
         opts["test_workers"] = "test workers of the seeded worker split (default workers // 30)"
     return opts
 
 
-_SPLITS = {"tad66k": ("official",), "ava": ("official",), "flickr-aes": ("workers",)}
+_SPLITS = {"tad66k": ("official",), "ava": ("official", "tanet-random", "manifest"), "flickr-aes": ("workers",)}
 
 for _layout in LAYOUTS:
     register_dataset(DatasetInfo(
