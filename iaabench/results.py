@@ -1,17 +1,19 @@
 """Result records: one JSON file per run, with its per-image predictions beside it.
 
 `results/<dataset>/<model>/<run-id>.json` (schema below, versioned by `SCHEMA`) and
-`<run-id>.predictions.csv`. Files are written atomically (`iaabench.io.atomic_write`), and a run id is claimed with an exclusive create, so two runs
-started at once never overwrite each other and a reader never sees half a file.
+`<run-id>.predictions.csv`. Files are written atomically (`iaabench.io.atomic_write`), and a
+run id is claimed with an exclusive create, so two runs started at once never overwrite each
+other and a reader never sees half a file.
 
 Record keys: schema, run_id, created, model, family, head, dataset, split (name, manifest,
 validation), recipe (resolved), metrics ({name: {value, ci95, n}}), per_theme, counts
 (train/val/test, evaluated, skipped, notes), skipped (where, reason, stage), notes (where,
-note, stage: images used after a conversion), provenance (commit,
-dirty, versions, device, seed, eval batch size and order, sha256 of weights and label files,
-protocol sha256), timings (train_s, eval_s, train/eval images per second), predictions (the
-CSV's file name), predictions_sha256, undefined and digest (`iaabench.integrity`: strict JSON,
-non-finite numbers as null with their reason, digests of the record and of its predictions).
+note, stage: images used after a conversion), provenance (commit, dirty and dirty_paths:
+uncommitted code changes, versions, device, seed, eval batch size and order, sha256 of weights
+and label files, protocol sha256), timings (train_s, eval_s, train/eval images per second),
+predictions (the CSV's file name), predictions_sha256, undefined and digest
+(`iaabench.integrity`: strict JSON, non-finite numbers as null with their reason, digests of
+the record and of its predictions).
 """
 from __future__ import annotations
 
@@ -102,7 +104,14 @@ class Predictions:
         return cls(ids, true, pred, theme, td, pd)
 
 
+#: What in a source checkout makes the numbers: a change here (edited, or a new file not ignored)
+#: marks a record `dirty`; tests, docs and results/ do not.
+CODE_PATHS = ("iaabench", "baselines", "benchmark.yaml", "pyproject.toml")
+
+
 def git_state() -> dict:
+    """commit, dirty (uncommitted changes to `CODE_PATHS` of the source checkout iaabench runs
+    from; None outside a checkout) and dirty_paths (the first 20 of them)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
 
@@ -110,8 +119,11 @@ def git_state() -> dict:
         commit = git("rev-parse", "HEAD")
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
-        return {"commit": commit.stdout.strip(), "dirty": dirty}
+        status = git("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS)
+        if status.returncode != 0:
+            return {"commit": commit.stdout.strip(), "dirty": None}
+        changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+        return {"commit": commit.stdout.strip(), "dirty": bool(changed), "dirty_paths": changed[:20]}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 

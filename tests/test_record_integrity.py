@@ -234,3 +234,33 @@ def test_skipped_test_images_show_in_the_notes_and_the_csv():
     rows = [r for r in csv_module.DictReader(io.StringIO(table.render("csv"))) if r["model"] == "nima"]
     assert rows and all(r["skipped_test"] == "2" for r in rows)
     assert all(ok for _, _, ok in recompute_all(1e-9))
+
+
+def test_dirty_means_uncommitted_code_not_docs_or_results(tmp_path, monkeypatch):
+    """`provenance.dirty`: an edited or new file among the code paths of the checkout (iaabench/,
+    baselines/, benchmark.yaml, pyproject.toml), tracked or not; README, tests and results are not code."""
+    import subprocess
+
+    from iaabench import results
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    for name in ("iaabench/x.py", "README.md", "benchmark.yaml", "results/a/b/r.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    monkeypatch.setattr(results, "PROJECT_ROOT", tmp_path)
+    assert results.git_state()["dirty"] is False
+    (tmp_path / "README.md").write_text("2\n")
+    (tmp_path / "results" / "a" / "b" / "new.json").write_text("{}")
+    assert results.git_state()["dirty"] is False
+    (tmp_path / "iaabench" / "new_model.py").write_text("")  # a new, uncommitted module changes the code
+    state = results.git_state()
+    assert state["dirty"] is True and state["dirty_paths"] == ["iaabench/new_model.py"]
+    (tmp_path / "iaabench" / "new_model.py").unlink()
+    (tmp_path / "benchmark.yaml").write_text("2\n")
+    assert results.git_state()["dirty_paths"] == ["benchmark.yaml"]
