@@ -228,6 +228,16 @@ def run_check(console, rerun: bool = True, only: list[str] | None = None, device
             ok &= good
             t.add_row(name, ("[green]ok[/green] " if good else "[red]FAIL[/red] ") + msg)
         console.print(t)
+    from .smoke import SMOKE_DATASET, SMOKE_SRCC, smoke_status
+
+    t = Table(title=f"smoke: every registered model learns on {SMOKE_DATASET} (its quick recipe, SRCC > {SMOKE_SRCC})")
+    t.add_column("model")
+    t.add_column("result")
+    for model, msg, good in smoke_status():
+        ok &= good is not False
+        t.add_row(model, {True: "[green]ok[/green] ", False: "[red]FAIL[/red] ", None: "[yellow]-[/yellow] "}[good]
+                  + escape(msg))
+    console.print(t)
     from .table import cells
 
     t = Table(title="3. reproduced vs reported")

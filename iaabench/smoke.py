@@ -1,0 +1,64 @@
+"""The smoke test: every registered model learns on the synthetic CPU quick recipe.
+
+Each registered model's card gives a quick recipe for `synth-tad66k` (the default, CPU-sized
+dataset); trained with it, a model must reach a test SRCC above `SMOKE_SRCC`. The committed
+smoke records (`results/synth-tad66k/<model>/`, made by `iaabench sweep --datasets synth-tad66k`)
+are checked by `iaabench check`: their metrics are recomputed from their predictions like every
+record's, and `smoke_status` fails a model whose record is below the bar. A model that cannot
+learn there says why in its card (the variant's `smoke:` key, a sentence); it is then left out of
+the table's synthetic section. A model with no smoke record yet is listed as not run (a warning,
+not a failure: some models take hours on a CPU).
+"""
+from __future__ import annotations
+
+import math
+
+SMOKE_DATASET = "synth-tad66k"
+SMOKE_SRCC = 0.2
+
+
+def excused(model: str) -> str | None:
+    """The card's reason why `model` cannot learn on the smoke recipe, or None."""
+    from .cards import load_card
+    from .registry import model_info
+
+    reason = (load_card(model_info(model).family).variants.get(model) or {}).get("smoke")
+    return str(reason) if reason else None
+
+
+def smoke_recipe(model: str) -> str:
+    from .cards import load_card
+    from .protocol import load_protocol
+    from .registry import model_info
+
+    default = load_protocol().dataset(SMOKE_DATASET).recipe
+    return load_card(model_info(model).family).recipe_name_for(SMOKE_DATASET, model, default)
+
+
+def smoke_status(frame=None) -> list[tuple[str, str, bool | None]]:
+    """(model, what its smoke records say, passed) for every registered model: True above the bar,
+    False below it (or undefined) without an excuse, None when not run or excused."""
+    from .registry import list_models
+    from .results import frame as results_frame
+
+    df = results_frame() if frame is None else frame
+    out = []
+    for model in list_models():
+        reason = excused(model)
+        if reason:
+            out.append((model, f"excused by its card: {reason}", None))
+            continue
+        recipe = smoke_recipe(model)
+        rows = df[(df["model"] == model) & (df["dataset"] == SMOKE_DATASET) & (df["mode"] == "trained")
+                  & (df["recipe"] == recipe) & (df["metric"] == "srcc")] if len(df) else df
+        if not len(rows):
+            out.append((model, f"not run: `iaabench run --model {model} --dataset {SMOKE_DATASET}` "
+                               f"(recipe {recipe}) has no committed record", None))
+            continue
+        values = [float(v) if v is not None else math.nan for v in rows["value"]]
+        worst = min(values, key=lambda v: (not math.isnan(v), v))
+        good = not math.isnan(worst) and worst > SMOKE_SRCC
+        seeds = ", ".join(str(s) for s in rows["seed"])
+        out.append((model, f"SRCC {worst:.3f} (lowest of seed(s) {seeds}, recipe {recipe}); the bar is > {SMOKE_SRCC}",
+                    good))
+    return out

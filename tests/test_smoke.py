@@ -1,0 +1,33 @@
+"""The smoke test of the synthetic section: each registered model's quick run must learn."""
+import math
+
+import pandas as pd
+
+import iaabench.smoke as smoke
+
+
+def _frame(rows):
+    return pd.DataFrame([{"model": m, "dataset": "synth-tad66k", "mode": "trained", "recipe": r, "metric": "srcc",
+                          "value": v, "seed": s} for m, r, v, s in rows])
+
+
+def test_a_model_below_the_bar_fails_and_one_above_passes(monkeypatch):
+    monkeypatch.setattr(smoke, "excused", lambda model: "its quick run is hours on a CPU" if model == "eat" else None)
+    quick = smoke.smoke_recipe("nima")
+    status = {m: (msg, ok) for m, msg, ok in smoke.smoke_status(_frame([
+        ("nima", quick, 0.31, 0), ("nima", quick, 0.35, 1),
+        ("tanet", smoke.smoke_recipe("tanet"), 0.12, 0),
+        ("hyperiqa", smoke.smoke_recipe("hyperiqa"), math.nan, 0),
+        ("mlsp", "some-other-recipe", 0.9, 0)]))}
+    assert status["nima"][1] is True and "0.310" in status["nima"][0]  # the lowest seed counts
+    assert status["tanet"][1] is False
+    assert status["hyperiqa"][1] is False  # undefined SRCC (constant predictions) does not pass
+    assert status["mlsp"][1] is None and "not run" in status["mlsp"][0]  # only the card's smoke recipe counts
+    assert status["eat"] == ("excused by its card: its quick run is hours on a CPU", None)
+
+
+def test_every_registered_model_is_listed_once():
+    from iaabench.registry import list_models
+
+    names = [m for m, _, _ in smoke.smoke_status(_frame([]))]
+    assert names == list_models()
