@@ -72,6 +72,20 @@ def test_gather_over_two_gloo_processes_gives_every_rank_each_image_once(tmp_pat
     assert failed == [[9, "unreadable"]] and notes == {"img0": "converted", "img1": "converted"}
 
 
+def test_provenance_names_the_batches_and_sync_bn_keeps_the_checkpoint_layout():
+    p = distributed.provenance(Ranks(0, 4, 0, "nccl"), 40, 16, True, True)
+    assert (p["world_size"], p["backend"], p["global_batch_size"], p["per_rank_batch_size"]) == (4, "nccl", 40, 10)
+    assert p["sync_bn"] and "per-rank batches (10 in training" in p["batch_coupled"]
+    one = distributed.provenance(Ranks(), 40, 16, True, True)
+    assert one["per_rank_batch_size"] == 40 and not one["sync_bn"] and "batch_coupled" not in one
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=None))
+    keys = list(net.state_dict())
+    assert distributed.convert_sync_bn(net, Ranks()) is net and type(net[1]) is torch.nn.BatchNorm2d
+    synced = distributed.convert_sync_bn(net, Ranks(0, 2))
+    assert isinstance(synced[1], torch.nn.SyncBatchNorm) and synced[1].momentum is None
+    assert list(synced.state_dict()) == keys  # checkpoints load in a one-process model
+
+
 # -- plans and the command line --------------------------------------------------------------------
 
 def test_ranks_come_from_torchruns_environment():
