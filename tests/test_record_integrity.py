@@ -264,3 +264,11 @@ def test_dirty_means_uncommitted_code_not_docs_or_results(tmp_path, monkeypatch)
     (tmp_path / "iaabench" / "new_model.py").unlink()
     (tmp_path / "benchmark.yaml").write_text("2\n")
     assert results.git_state()["dirty_paths"] == ["benchmark.yaml"]
+
+
+def test_table_dash_o_to_an_unwritable_path_is_one_message_naming_it(tmp_path):
+    record()
+    out = tmp_path / "no-such-folder" / "board.csv"
+    r = CliRunner().invoke(app, ["table", "--format", "csv", "-o", str(out)])
+    assert isinstance(r.exception, IAAError) and not isinstance(r.exception, OSError)  # cli.main prints it: no traceback
+    assert r.exception.message == f"-o {out}: could not write the table (No such file or directory)"
