@@ -60,6 +60,7 @@ class Recipe:
     description: str = ""
     pretrained: str = "default"  # backbone weights: "default" (resolved offline-first) or "none"
     interpolation: str | None = None  # the resize filter where a release's differs from the model's declared one
+    sampling: str = "images"  # training batches: "images" (each with its crops) or "crops" (data/crops.py)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -211,8 +212,18 @@ def _build_recipe(name: str, r: dict, where: str) -> Recipe:
         test_transforms=TransformSpec.from_dict(tr.get("test"), f"{where}.transforms.test"),
         options=dict(r.get("options") or {}), val_fraction=r.get("val_fraction"),
         description=r.get("description", ""), pretrained=str(r.get("pretrained", "default")),
-        interpolation=r.get("interpolation"),
+        interpolation=r.get("interpolation"), sampling=_sampling(r, where),
     )
+
+
+def _sampling(r: dict, where: str) -> str:
+    """The recipe's `sampling` (default "images"), checked against its training transform."""
+    from .data.crops import check_sampling
+
+    sampling = r.get("sampling") or "images"
+    tr = (r.get("transforms") or {}).get("train")
+    check_sampling(sampling, TransformSpec.from_dict(tr, f"{where}.transforms.train"), where)
+    return sampling
 
 
 def cards_dir() -> Path:

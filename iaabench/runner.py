@@ -71,6 +71,12 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
     out = {}
     for name, samples in parts.items():
         train = name == "train"
+        if train and recipe.sampling == "crops":  # every crop a sample, shuffled across the dataset
+            from .data.crops import CropSource
+
+            out[name] = CropSource(samples, recipe.train_transforms, recipe.batch_size, train=True, fast=cfg.fast,
+                                   cache_key=key, device=cfg.device, workers=cfg.workers, **kw)
+            continue
         out[name] = make_source(samples, recipe.train_transforms if train else recipe.test_transforms,
                                 batch if train else recipe.eval_batch_size, train=train,
                                 fast=cfg.fast, cache_key=key, device=cfg.device, workers=cfg.workers,

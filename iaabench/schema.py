@@ -63,6 +63,7 @@ class RecipeEntry:
     val_fraction: Optional[float] = None
     pretrained: Optional[str] = None
     interpolation: Optional[str] = None  # the resize filter, over the model's declared one (a release's)
+    sampling: Optional[str] = None  # training batches of images (default) or of crops (data/crops.py)
 
 
 @dataclass

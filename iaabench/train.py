@@ -119,6 +119,11 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
     `train_data` and `val_data` are batch sources (`iaabench.data.batches`), or sample lists
     read through the reference source with the recipe's transforms and batch sizes."""
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
+    if recipe.sampling == "crops" and not isinstance(train_data, BatchSource):  # every crop a sample
+        from .data.crops import CropSource
+
+        train_data = CropSource(train_data, recipe.train_transforms, recipe.batch_size, train=True, seed=seed,
+                                workers=workers)
     train_src = as_source(train_data, recipe.train_transforms, recipe.batch_size, train=True, seed=seed,
                           workers=workers)
     val_src = as_source(val_data, recipe.test_transforms, recipe.eval_batch_size, train=False, seed=seed,

@@ -118,3 +118,14 @@ def test_registration_and_card():
     assert released.lr["hyper"] == pytest.approx(10 * released.lr["backbone"])
     for ds in ("ava", "tad66k", "flickr-aes", "synth-tad66k", "synth-ava", "synth-flickr-aes"):
         card.recipe(card.recipe_name_for(ds))
+
+
+def test_released_recipe_samples_crops_as_the_release_and_images_is_a_named_option():
+    card = load_card("hyperiqa")
+    released = card.recipe("released")
+    # train_test_IQA.py: batch_size 96 crops, train_patch_num 25, shuffled across the dataset
+    assert released.sampling == "crops" and released.batch_size == 96 and released.train_transforms.crops == 25
+    images = card.recipe("released-images")
+    assert images.sampling == "images" and images.batch_size == 4 and images.train_transforms.crops == 25
+    for ds in ("ava", "tad66k", "flickr-aes"):
+        assert card.recipe_name_for(ds) == "released"
