@@ -11,8 +11,9 @@ What each rank does:
   (`data.pipeline.epoch_chunks`), so the ranks see disjoint images that together are every
   training image once; `--batch-size` is the global batch, each rank's is global / world size
   (an error where it does not divide; learning rates are never rescaled). The model is wrapped
-  in DDP (gradients averaged over the ranks); ranks left with fewer batches (a short shard, a
-  skipped batch) join early (`joined`) instead of hanging;
+  in DDP (gradients averaged over the ranks). Every rank takes len(samples) // global batch
+  batches, so global step k holds the images of one process's batch k (`global_steps`); a rank
+  left with fewer (a failed image, a skipped batch) joins early (`joined`) instead of hanging;
 - evaluation (validation each epoch, then the test split): sharded the same way, and the
   predictions gathered (`gather_predictions`) into one set in dataset order, every image once
   (a copy of an image, e.g. a sampler's padding, is dropped), on every rank, so all ranks agree
@@ -29,6 +30,7 @@ evaluation; the record's `provenance.distributed` says so.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -203,16 +205,32 @@ def convert_sync_bn(model: torch.nn.Module, ranks: Ranks) -> torch.nn.Module:
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def joined(batches: Iterable, net: torch.nn.Module, ranks: Ranks) -> Iterator:
-    """The batches of one epoch, iterated inside DDP's `Join`: a rank whose shard ends first
-    (or that skipped a batch) shadows the others' gradient reductions instead of hanging."""
+def joined(source, epoch: int, net: torch.nn.Module, ranks: Ranks) -> Iterator:
+    """The batches of `source`'s `epoch` on this rank, iterated inside DDP's `Join`.
+
+    Where short batches are dropped (training) every rank stops after len(samples) // global
+    batch batches, so the global steps are one process's batches (the order is dealt
+    round-robin); a rank left with fewer (a failed image, a skipped batch) shadows the others'
+    gradient reductions instead of hanging."""
+    batches = source.epoch(epoch)
     if not ranks.several:
         yield from batches
         return
     from torch.distributed.algorithms.join import Join
 
+    steps = global_steps(source, ranks)
+    if steps is not None:
+        batches = itertools.islice(batches, steps)
     with Join([net]):
         yield from batches
+
+
+def global_steps(source, ranks: Ranks) -> int | None:
+    """Batches every rank takes per epoch where short batches are dropped (None: all it has):
+    len(samples) // global batch, the number one process takes."""
+    if not source.drop_last:
+        return None
+    return len(source.samples) // (source.batch_size * ranks.world_size)
 
 
 def end_epoch(model: torch.nn.Module, losses: list, out, seen: int, ranks: Ranks) -> list:

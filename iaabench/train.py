@@ -157,7 +157,7 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
         torch.manual_seed(epoch_seed(seed, epoch) + ranks.rank)  # dropout: another draw on each rank
         model.train()
         losses, seen = [], out.images_seen
-        for batch in distributed.joined(train_src.epoch(epoch), net, ranks):
+        for batch in distributed.joined(train_src, epoch, net, ranks):
             _record_failures(batch, train_src.samples, out.failed, out.notes, strict)
             if len(batch.index) < 2:
                 continue

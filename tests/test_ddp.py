@@ -72,6 +72,21 @@ def test_gather_over_two_gloo_processes_gives_every_rank_each_image_once(tmp_pat
     assert failed == [[9, "unreadable"]] and notes == {"img0": "converted", "img1": "converted"}
 
 
+@pytest.mark.parametrize("n", [11, 12, 13, 17, 24])
+def test_global_step_k_of_two_ranks_holds_the_images_of_one_process_batch_k(n):
+    from types import SimpleNamespace
+
+    from iaabench.data.pipeline import epoch_chunks
+
+    kw = dict(train=True, seed=5, epoch=2, drop_last=True)
+    one = epoch_chunks(n, 4, **kw)
+    per_rank = [epoch_chunks(n, 2, rank=r, world_size=2, **kw) for r in (0, 1)]
+    steps = distributed.global_steps(SimpleNamespace(drop_last=True, samples=[0] * n, batch_size=2), Ranks(0, 2))
+    assert steps == len(one) and all(len(chunks) >= steps for chunks in per_rank)
+    assert [sorted(per_rank[0][k] + per_rank[1][k]) for k in range(steps)] == [sorted(b) for b in one]
+    assert distributed.global_steps(SimpleNamespace(drop_last=False), Ranks(0, 2)) is None
+
+
 def test_provenance_names_the_batches_and_sync_bn_keeps_the_checkpoint_layout():
     p = distributed.provenance(Ranks(0, 4, 0, "nccl"), 40, 16, True, True)
     assert (p["world_size"], p["backend"], p["global_batch_size"], p["per_rank_batch_size"]) == (4, "nccl", 40, 10)
