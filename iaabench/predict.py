@@ -354,7 +354,7 @@ class Scorer:
     def _forward(self, xs: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
         x = torch.stack(xs)
         b, crops = x.shape[:2]
-        with self._autocast(self.device):
+        with self._autocast(self.device, "float32"):  # float32 as `eval` (evaluate.predict's default)
             pred = self.model.predict(self.model(self._flatten(x, self.device)))
         score = pred.score.float().reshape(b, crops).mean(1).cpu().double().numpy() * self.scale[1]
         dist = pred.dist.float().reshape(b, crops, -1).mean(1).cpu().double().numpy() if pred.dist is not None else None

@@ -96,3 +96,16 @@ def test_the_record_says_which_precision_evaluated(tmp_path, monkeypatch):
                    eval_precision="bf16", results_root=tmp_path / "results")
     rec, _ = execute(plan, log=lambda *a: None)
     assert rec["provenance"]["evaluation"]["precision"] == "bf16" and rec["plan"]["eval_precision"] == "bf16"
+
+
+def test_scoring_photos_is_float32_as_eval(tmp_path):
+    from iaabench.predict import Scorer, Source
+
+    src = Source(model=Linear(), model_name="linear", family="linear", head="score", dataset="synth-tad66k",
+                 scale=(1.0, 10.0), spec=TransformSpec(resize=(16, 16)), batch_size=2, options={},
+                 weights_path=tmp_path / "w.pt")
+    scorer = Scorer(src, device="cpu")
+    asked = []
+    scorer._autocast = lambda device, *precision: asked.append(precision) or autocast(device, *precision)
+    scorer._forward([torch.zeros(1, 3, 16, 16)] * 2)
+    assert asked == [("float32",)]
