@@ -225,8 +225,10 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
                            "data_path": "cached features" if getattr(model, "feature_cache", False) else
                            "fast (cached pixels)" if plan.fast else "reference (PIL decode every epoch)"},
-            # every data path resizes with Pillow's Image.resize (its version is under packages)
-            "resize": {"implementation": "PIL.Image.resize", "train": recipe.train_transforms.interpolation,
+            # every data path resizes with pipeline.resize_pil (what it calls is the recorded commit's; the
+            # Pillow and torch versions are under packages)
+            "resize": {"implementation": "iaabench.data.pipeline.resize_pil",
+                       "train": recipe.train_transforms.interpolation,
                        "test": recipe.test_transforms.interpolation},
             "pretrained": plan.pretrained, "compiled": plan.compile,
             "distributed": distributed.provenance(ranks, recipe.batch_size, recipe.eval_batch_size,
