@@ -96,6 +96,9 @@ def test_the_record_says_which_precision_evaluated(tmp_path, monkeypatch):
                    eval_precision="bf16", results_root=tmp_path / "results")
     rec, _ = execute(plan, log=lambda *a: None)
     assert rec["provenance"]["evaluation"]["precision"] == "bf16" and rec["plan"]["eval_precision"] == "bf16"
+    # the resize filters the run used, beside it (#15 item 10)
+    resize = rec["provenance"]["resize"]
+    assert resize["test"] == plan.recipe["test_transforms"]["interpolation"] and resize["implementation"]
 
 
 def test_scoring_photos_is_float32_as_eval(tmp_path):
