@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -110,9 +111,15 @@ def trained(tmp_path_factory):
     from iaabench.paths import runs_dir
 
     tmp = tmp_path_factory.mktemp("piaa")
-    rec, path = _run(tmp)
-    generic = json.loads(open(rec["generic"]["record"]).read())
-    return rec, path, runs_dir() / generic["checkpoint"]
+    with pytest.MonkeyPatch.context() as mp:  # a module fixture runs outside the per-test isolation
+        for var in ("IAABENCH_RUNS", "IAABENCH_RESULTS"):
+            mp.setenv(var, str(tmp / var.lower()))
+        mp.setenv("IAABENCH_CACHE", os.environ.get("IAABENCH_TEST_CACHE", str(tmp / "cache")))
+        # the pinned recipe's frozen random trunk gives every image its own score after one epoch
+        # (the quick recipe's one epoch can leave every prediction equal: no SRCC to compare)
+        rec, path = _run(tmp, recipe="pinned")
+        generic = json.loads(open(rec["generic"]["record"]).read())
+        return rec, path, runs_dir() / generic["checkpoint"]
 
 
 def _counts():
