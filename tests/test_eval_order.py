@@ -163,8 +163,11 @@ def test_a_run_of_a_batch_coupled_model_records_its_orders_and_the_table_notes_t
     try:
         importlib.import_module(f"{name}_module")
         plan = resolve(model=name, dataset="synth-tad66k", dataset_options={"n": 60}, train=False,
-                       results_root=tmp_path / "results")
+                       eval_precision="bf16", results_root=tmp_path / "results")
         rec, path = execute(plan, log=lambda *a: None)
+        assert rec["provenance"]["evaluation"]["precision"] == "bf16"  # asked for, and recorded (#15 item 9)
+        resize = rec["provenance"]["resize"]  # and the resize filters the run used (#15 item 10)
+        assert resize["test"] == plan.recipe["test_transforms"]["interpolation"] and resize["implementation"]
         orders = rec["evaluation_orders"]
         assert orders["file_order"]["metrics"]["srcc"] == rec["metrics"]["srcc"]["value"]
         assert orders["random_orders"]["srcc"]["sd"] is not None and "metrics" in orders["batch_size_1"]

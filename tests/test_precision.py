@@ -87,20 +87,6 @@ def test_the_command_line_option_reaches_the_plan():
     assert plan.eval_precision == "bf16"
 
 
-@pytest.mark.slow
-def test_the_record_says_which_precision_evaluated(tmp_path, monkeypatch):
-    from iaabench.runner import execute
-
-    monkeypatch.setenv("IAABENCH_RUNS", str(tmp_path / "runs"))
-    plan = resolve(model="nima", dataset="synth-tad66k", dataset_options={"n": 50}, train=False, pretrained="none",
-                   eval_precision="bf16", results_root=tmp_path / "results")
-    rec, _ = execute(plan, log=lambda *a: None)
-    assert rec["provenance"]["evaluation"]["precision"] == "bf16" and rec["plan"]["eval_precision"] == "bf16"
-    # the resize filters the run used, beside it (#15 item 10)
-    resize = rec["provenance"]["resize"]
-    assert resize["test"] == plan.recipe["test_transforms"]["interpolation"] and resize["implementation"]
-
-
 def test_scoring_photos_is_float32_as_eval(tmp_path):
     from iaabench.predict import Scorer, Source
 
