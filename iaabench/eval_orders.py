@@ -91,9 +91,12 @@ def evaluation_orders(model, source, file_metrics: dict, metric_names: list[str]
                       seeds: Sequence[int] = ORDER_SEEDS) -> dict:
     """The record's `evaluation_orders` entry for a batch-dependent `model` evaluated from the
     test `source` (file order: `file_metrics`, the record's metrics); see the module docstring."""
+    from .data.batches import CachedSource, ReferenceSource
     from .errors import IAAError
     from .evaluate import predict
 
+    if not isinstance(source, (ReferenceSource, CachedSource)):  # never fail a finished run over the extras
+        return {"undefined": f"a {type(source).__name__} cannot be re-batched in another order"}
     n, bs = len(source.samples), source.batch_size
     kw = dict(scale_max=scale_max, device=device, precision=precision)
     per_seed: dict[str, list] = {}

@@ -110,6 +110,15 @@ def test_a_model_that_cannot_predict_one_image_says_why(tmp_path):
     orders = evaluation_orders(model, src, metrics, ["srcc"], scale_max=10.0, threshold=5.0, seeds=(0, 1))
     assert "batch of one" in orders["batch_size_1"]["undefined"]
     assert len(orders["random_orders"]["srcc"]["values"]) == 2
+    # a source that cannot be cut in another order (cached features): said, never fatal to the run
+    from iaabench.data.batches import BatchSource
+
+    class Features(BatchSource):
+        pass
+
+    other = evaluation_orders(model, Features(samples, 4, train=False), metrics, ["srcc"], scale_max=10.0,
+                              threshold=5.0)
+    assert other == {"undefined": "a Features cannot be re-batched in another order"}
 
 
 def test_the_table_note_shows_the_spread(tmp_path):
