@@ -326,6 +326,8 @@ def test_one_id_for_each_spelling_of_a_name(tmp_path):
     """`./x`, `x`, `a/../x` and the absolute path inside the image folder are one image."""
     root = _tad(tmp_path / "t", ["./b.jpg", "b.jpg", "sub/../b.jpg", str(tmp_path / "t" / "images" / "c.jpg"),
                                  "sub/d.jpg"], ["a.jpg"], ["a.jpg", "b.jpg", "c.jpg", "sub/d.jpg"])
+    (tmp_path / "link").symlink_to(root)  # the dataset folder given through a symlink: the same ids
+    assert [s.image_id for s in tad66k.load(tmp_path / "link").splits["train"]] == ["b.jpg", "c.jpg", "sub/d.jpg"]
     d = tad66k.load(root)
     assert [(s.image_id, s.path) for s in d.splits["train"]] == [
         ("b.jpg", root / "images" / "b.jpg"), ("c.jpg", root / "images" / "c.jpg"),

@@ -384,9 +384,10 @@ def image_id(raw: str, folder: Path) -> tuple[str, bool]:
     stays inside `folder` by its text (symlinks are `confine`'s)."""
     if os.path.isabs(raw):
         norm = os.path.normpath(raw)
-        base = os.path.abspath(folder)
-        if norm.startswith(base.rstrip(os.sep) + os.sep):
-            return Path(norm[len(base.rstrip(os.sep)) + 1:]).as_posix(), True
+        for base in dict.fromkeys((os.path.abspath(folder), os.path.realpath(folder))):  # the folder may be a link
+            base = base.rstrip(os.sep) + os.sep
+            if norm.startswith(base):
+                return Path(norm[len(base):]).as_posix(), True
         return norm, False
     norm = posixpath.normpath(raw)
     return norm, not (norm == ".." or norm.startswith("../"))
