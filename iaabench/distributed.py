@@ -187,14 +187,15 @@ def per_rank_batch(batch_size: int, world_size: int) -> int:
 # -- training --------------------------------------------------------------------------------------
 
 def wrap(model: torch.nn.Module, ranks: Ranks, device: str) -> torch.nn.Module:
-    """`model` in DistributedDataParallel (the module itself with one process). Unused
-    parameters are allowed (a head or branch a recipe does not use)."""
+    """`model` in DistributedDataParallel (the module itself with one process). `static_graph`:
+    every step uses the same parameters, which DDP learns in the first step, so parameters that
+    no step uses (a head or branch a recipe leaves out) need no search of the graph every step."""
     if not ranks.several:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.device(device).index or 0] if on_cuda(device) else None
-    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(model, device_ids=ids, static_graph=True)
 
 
 def convert_sync_bn(model: torch.nn.Module, ranks: Ranks) -> torch.nn.Module:
@@ -297,7 +298,7 @@ def provenance(ranks: Ranks, batch_size: int, eval_batch_size: int, batch_depend
     if ranks.several and batch_dependent:
         out["batch_coupled"] = (f"this model's predictions depend on the other images of its batch: it saw per-rank "
                                 f"batches ({batch_size // ranks.world_size} in training, up to {eval_batch_size} "
-                                f"in evaluation, every {ranks.world_size}th image of the order)")
+                                f"in evaluation, from one image in {ranks.world_size} of the order)")
     return out
 
 
