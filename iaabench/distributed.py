@@ -289,16 +289,19 @@ def gather_predictions(index: list[int], score: np.ndarray, dist: np.ndarray | N
     return merged
 
 
-def provenance(ranks: Ranks, batch_size: int, eval_batch_size: int, batch_dependent: bool,
+def provenance(ranks: Ranks, batch_size: int | None, eval_batch_size: int, batch_dependent: bool,
                sync_bn: bool) -> dict:
-    """The record's `provenance.distributed`."""
+    """The record's `provenance.distributed` (`batch_size`: the global training batch, None
+    where nothing was trained)."""
+    per_rank = None if batch_size is None else batch_size // ranks.world_size
     out = {"world_size": ranks.world_size, "backend": ranks.backend,
-           "global_batch_size": batch_size, "per_rank_batch_size": batch_size // ranks.world_size,
+           "global_batch_size": batch_size, "per_rank_batch_size": per_rank,
            "per_rank_eval_batch_size": eval_batch_size, "sync_bn": bool(sync_bn and ranks.several)}
     if ranks.several and batch_dependent:
+        seen = f"{per_rank} in training, " if per_rank is not None else ""
         out["batch_coupled"] = (f"this model's predictions depend on the other images of its batch: it saw per-rank "
-                                f"batches ({batch_size // ranks.world_size} in training, up to {eval_batch_size} "
-                                f"in evaluation, from one image in {ranks.world_size} of the order)")
+                                f"batches ({seen}up to {eval_batch_size} in evaluation, from one image in "
+                                f"{ranks.world_size} of the order)")
     return out
 
 

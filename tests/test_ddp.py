@@ -93,6 +93,10 @@ def test_provenance_names_the_batches_and_sync_bn_keeps_the_checkpoint_layout():
     assert p["sync_bn"] and "per-rank batches (10 in training" in p["batch_coupled"]
     one = distributed.provenance(Ranks(), 40, 16, True, True)
     assert one["per_rank_batch_size"] == 40 and not one["sync_bn"] and "batch_coupled" not in one
+    evaluated = distributed.provenance(Ranks(0, 3, 0, "gloo"), None, 16, True, False)  # eval-only: nothing trained
+    assert evaluated["global_batch_size"] is evaluated["per_rank_batch_size"] is None
+    assert evaluated["batch_coupled"].startswith("this model's predictions depend") and "training" not in \
+        evaluated["batch_coupled"]
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=None))
     keys = list(net.state_dict())
     assert distributed.convert_sync_bn(net, Ranks()) is net and type(net[1]) is torch.nn.BatchNorm2d
