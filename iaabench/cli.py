@@ -8,13 +8,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .commands import data, listing, piaa, predict, results, run, sweep
+from .commands import common, data, listing, piaa, predict, results, run, sweep
 from .errors import IAAError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=common.App, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="iaabench: one protocol, many models, one table for image aesthetics assessment.")
 data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and verify datasets.")
 app.add_typer(data_app, name="data")
+cache_app = typer.Typer(no_args_is_help=True, help="List and remove the pixel caches of the fast path.")
+app.add_typer(cache_app, name="cache")
 
 app.command()(run.run)
 app.command("eval")(run.eval_)
@@ -28,6 +30,8 @@ app.command()(results.parity)
 app.command()(results.bench)
 data_app.command("make-synthetic")(data.make_synthetic)
 data_app.command("verify")(data.verify)
+cache_app.command("list")(data.cache_list)
+cache_app.command("clean")(data.cache_clean)
 app.command()(predict.predict)
 app.command("export")(predict.export_)
 app.command()(piaa.piaa)

@@ -20,13 +20,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data.batches import BatchSource, as_source, true_distributions
+from .data.batches import BatchSource, as_source, eval_workers, true_distributions
 from .data.pipeline import TransformSpec
 from .data.samples import Sample
 from .errors import ImageError
 from .metrics import compute_metrics, per_group
 from .results import Predictions
-from .device import autocast, flatten_crops
+from .device import autocast, flatten_crops, place_model
 from .distributed import SINGLE, Ranks, gather_predictions
 
 
@@ -43,8 +43,10 @@ def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | N
     `notes` collects each image's decoding note (image path -> note). `precision`: "float32"
     (default) or "bf16" autocast (`device.PRECISIONS`). With several `ranks`, `data` is this
     rank's shard and the result is every rank's, gathered (`distributed.gather_predictions`)."""
-    model.to(device).eval()
+    place_model(model, device).eval()  # channels_last on CUDA
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
+    if not isinstance(data, BatchSource):  # decoding workers by default for a large set (`batches.eval_workers`)
+        workers = eval_workers(workers, len(data))
     source = as_source(data, spec, batch_size, train=False, seed=seed, workers=workers, min_last=min_last,
                        rank=ranks.rank, world_size=ranks.world_size)
     samples = source.samples
@@ -62,14 +64,15 @@ def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | N
             b, crops = batch.x.shape[:2]
             with autocast(device, precision):
                 pred = model.predict(model(flatten_crops(batch.x, device)))
-            scores.append(pred.score.float().reshape(b, crops).mean(1).cpu())
+            # kept on the device: one copy to the host at the end, not one (and a wait) per batch
+            scores.append(pred.score.float().reshape(b, crops).mean(1))
             if pred.dist is not None:
-                dists.append(pred.dist.float().reshape(b, crops, -1).mean(1).cpu())
+                dists.append(pred.dist.float().reshape(b, crops, -1).mean(1))
             kept.extend(batch.index.tolist())
         if progress:
             progress.update(task, advance=len(batch.index) + len(batch.failed))
-    pred = (torch.cat(scores).double().numpy() * scale_max) if scores else np.zeros(0)
-    pred_dist = torch.cat(dists).double().numpy() if dists else None
+    pred = (torch.cat(scores).cpu().double().numpy() * scale_max) if scores else np.zeros(0)
+    pred_dist = torch.cat(dists).cpu().double().numpy() if dists else None
     if ranks.several:
         kept, pred, pred_dist, failed = gather_predictions(kept, pred, pred_dist, failed, notes, ranks)
     chosen = [samples[i] for i in kept]

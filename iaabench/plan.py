@@ -58,6 +58,7 @@ class RunConfig:
     resume: bool = False
     strict: bool = False
     fast: bool = False
+    fast_require: bool = False  # --fast=require: a disk too small for the pixel cache stops the run
     workers: int = 0
     world_size: int = 1  # processes (torchrun's WORLD_SIZE); the batch size is the global batch
     sync_bn: bool = False  # several CUDA processes: BatchNorm statistics of the global batch (SyncBatchNorm)
@@ -77,7 +78,7 @@ DISTRIBUTED_FIELDS = ("world_size", "sync_bn", "batch_dependent")
 #: Fields of a plan that say where files are or how fast the work goes, not what it computes:
 #: they are left out of `key()`.
 PLACE_FIELDS = ("device", "data_root", "images", "workers", "strict", "resume", "results_root", "tensorboard",
-                "allow_overlap")
+                "allow_overlap", "fast_require")
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class RunPlan:
     resume: bool = False
     results_root: str | None = None
     tensorboard: str | None = None
+    fast_require: bool = False
     eval_precision: str = "float32"  # `device.PRECISIONS`; part of the key (bf16 changes the numbers)
     allow_overlap: bool = False
 
@@ -205,7 +207,7 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
         device=req.device, data_root=_str(req.data_root), images=_str(req.images), workers=int(req.workers),
         strict=bool(req.strict), resume=bool(req.resume), results_root=_str(req.results_root),
         tensorboard=_str(req.tensorboard), eval_precision=req.eval_precision,
-        allow_overlap=bool(req.allow_overlap))
+        allow_overlap=bool(req.allow_overlap), fast_require=bool(req.fast and req.fast_require))
 
 
 def _check_processes(req: RunConfig, recipe: Recipe, training: bool, batch_dependent: bool) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from . import api, distributed
 from .cards import Recipe
-from .data.batches import make_source
+from .data.batches import eval_workers, make_source
 from .contamination import TrainedOn, guard
 from .data.samples import DatasetSplits, carve_validation, sha256_file
 from .errors import ConfigError, IAAError
@@ -77,10 +77,14 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
             out[name] = CropSource(samples, recipe.train_transforms, recipe.batch_size, train=True, fast=cfg.fast,
                                    cache_key=key, device=cfg.device, workers=cfg.workers, **kw)
             continue
+        # training and validation read one cache of the split's whole training list (shared by seeds)
+        pool = None if name == "test" else list(data.splits["train"]) + list(data.splits.get("val") or [])
+        fast = "require" if cfg.fast and getattr(cfg, "fast_require", False) else cfg.fast
         out[name] = make_source(samples, recipe.train_transforms if train else recipe.test_transforms,
                                 batch if train else recipe.eval_batch_size, train=train,
-                                fast=cfg.fast, cache_key=key, device=cfg.device, workers=cfg.workers,
-                                strict=cfg.strict, min_last=1 if train else min_last, **kw)
+                                fast=fast, cache_key=key, device=cfg.device,
+                                workers=cfg.workers if train else eval_workers(cfg.workers, len(samples)),
+                                strict=cfg.strict, min_last=1 if train else min_last, pool=pool, **kw)
     return out
 
 

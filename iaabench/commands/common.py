@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -64,6 +65,36 @@ def _print_metrics(record: dict, path: Path) -> None:
 
 
 DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $IAABENCH_DATA/<dataset>).")
+
+
+#: `--fast` given alone means this value (`--fast=require` names another).
+FAST_ON = "on"
+FAST_VALUES = ("off", FAST_ON, "require")
+
+
+def _fast_option(value: str | None) -> str:
+    """`--fast[=on|require]` -> "off", "on" or "require"."""
+    v = "off" if value is None else str(value).lower()
+    if v not in FAST_VALUES:
+        raise ConfigError(f"--fast={value}: expected --fast or --fast=require")
+    return v
+
+
+def use_cache_dir(path: Path) -> None:
+    """`--cache-dir`: where this process (and its workers) keep pixel and feature caches."""
+    import os
+
+    os.environ["IAABENCH_CACHE"] = str(Path(path).expanduser())
+
+
+class App(typer.core.TyperGroup):
+    """The app's group: `--fast` written alone on `run`/`eval` means `--fast=on` (the option also
+    takes a value, `--fast=require`, which click cannot parse from a bare flag)."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] in ("run", "eval"):
+            args = [f"--fast={FAST_ON}" if a == "--fast" else a for a in args]
+        return super().parse_args(ctx, args)
 
 
 AllowExternalImages = typer.Option(False, "--allow-external-images", help="Use images whose label-file path leads "

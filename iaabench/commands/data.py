@@ -51,3 +51,52 @@ def verify(
     else:
         console.print(format_report(report), soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(0 if report.get("usable") else 1)
+
+
+CacheDir = typer.Option(None, "--cache-dir", help="Cache folder (default: IAABENCH_CACHE, else ~/.cache/iaabench).")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def cache_list(cache_dir: Optional[Path] = CacheDir, as_json: bool = typer.Option(False, "--json")):
+    """Every pixel cache: dataset, stored size, mode, bytes on disk, last use, state."""
+    import time
+
+    from rich.table import Table
+
+    from ..data.cache import list_caches
+
+    caches = list_caches(cache_dir)
+    if as_json:
+        sys.stdout.write(json.dumps([{k: v for k, v in c.items() if k != "key"} for c in caches], indent=1) + "\n")
+        return
+    t = Table(title=f"pixel caches in {cache_dir or 'IAABENCH_CACHE'}")
+    for col in ("dataset", "size", "mode", "bytes", "last use", "state", "folder"):
+        t.add_column(col, justify="right" if col == "bytes" else "left")
+    for c in caches:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["last_use"])) if c["last_use"] else "-"
+        size = "x".join(map(str, c["size"])) if c["size"] else "-"
+        t.add_row(str(c["dataset"]), size, c["mode"] or "-", _human(c["bytes"]), used, c["state"], c["folder"])
+    console.print(t)
+    console.print(f"{len(caches)} cache(s), {_human(sum(c['bytes'] for c in caches))} in all")
+
+
+def cache_clean(
+    cache_dir: Optional[Path] = CacheDir,
+    older_than: Optional[float] = typer.Option(None, "--older-than", min=0, help="Only caches unused for DAYS days."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only this dataset's caches."),
+):
+    """Remove pixel caches (all, or those matching --older-than / --dataset); each is rebuilt
+    when next needed."""
+    from ..data.cache import clean_caches
+
+    removed = clean_caches(cache_dir, older_than_days=older_than, dataset=dataset)
+    for c in removed:
+        console.print(f"removed {c['folder']} ({_human(c['bytes'])})")
+    console.print(f"{len(removed)} cache(s) removed, {_human(sum(c['bytes'] for c in removed))} freed")

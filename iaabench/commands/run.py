@@ -7,8 +7,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
-from .common import (AllowExternalImages, DataRoot, console, _device, _parse_lr, _parse_options, _print_metrics,
-                     _progress)
+from .common import (AllowExternalImages, DataRoot, console, _device, _fast_option, _parse_lr, _parse_options,
+                     _print_metrics, _progress, use_cache_dir)
 
 
 #: The options of `run` and `eval`, defined once: (parameter, type, option, the commands taking it).
@@ -43,7 +43,12 @@ RUN_OPTIONS = [
     ("resume", bool, typer.Option(False, help="Continue the newest unfinished run of this plan."), ("run",)),
     ("strict", bool, typer.Option(False, help="Stop at the first unusable image instead of skipping it."),
      ("run", "eval")),
-    ("fast", bool, typer.Option(False, help="Decode once into a cached uint8 array; augment on the device."),
+    ("fast", Optional[str], typer.Option(None, "--fast", metavar="[=require]", help="Decode once into a cached "
+                                         "uint8 array; augment on the device. When the disk cannot hold the cache, "
+                                         "it says so and the run continues on the reference path; --fast=require "
+                                         "stops instead."), ("run", "eval")),
+    ("cache_dir", Optional[Path], typer.Option(None, "--cache-dir", help="Where pixel caches live (default: "
+                                               "IAABENCH_CACHE, else ~/.cache/iaabench)."),
      ("run", "eval")),
     ("workers", int, typer.Option(0, min=0, help="Decoding worker processes."), ("run", "eval")),
     ("option", List[str], typer.Option([], "--option", help="Dataset loader option KEY=VALUE (e.g. test_csv=PATH)."),
@@ -89,11 +94,14 @@ def _plans(train: bool, o: dict, world_size: int = 1, ranks=None) -> list:
     if o.get("seeds") is not None and o.get("seed") is not None:
         raise ConfigError("give --seed or --seeds, not both")
     seeds = parse_seeds(o["seeds"]) if o.get("seeds") is not None else [o.get("seed") or 0]
+    fast = _fast_option(o.get("fast"))
+    if o.get("cache_dir") is not None:  # the cache location is a place, not part of the plan
+        use_cache_dir(o["cache_dir"])
     common = dict(model=o["model"], dataset=o["dataset"], data_root=o["data_root"], images=o["images"],
                   split=o["split"], split_seed=o["split_seed"], recipe=o["recipe"], epochs=o.get("epochs"),
                   batch_size=o.get("batch_size"), eval_batch_size=o["eval_batch_size"], lr=_parse_lr(o.get("lr")),
                   device=_device(o["device"]), weights=o["weights"], pretrained=o["pretrained"],
-                  resume=o.get("resume", False), strict=o["strict"], fast=o["fast"], workers=o["workers"],
+                  resume=o.get("resume", False), strict=o["strict"], fast=fast != "off", fast_require=fast == "require", workers=o["workers"],
                   dataset_options=_parse_options(o["option"], o.get("allow_external_images", False)),
                   compile=o["compile"], head=o["head"], train=train,
                   tensorboard=o.get("tensorboard"), eval_precision=o.get("eval_precision", "float32"),

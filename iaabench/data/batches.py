@@ -84,24 +84,39 @@ class ReferenceSource(BatchSource):
 
 
 class CachedSource(BatchSource):
-    """The uint8 pixel cache (built on first use, opened once), augmented on `device`."""
+    """The uint8 pixel cache (built on first use, opened once), augmented on `device`.
+
+    `pool`: the sample list the cache is made of, when larger than `samples` (a run passes the
+    split's whole training list, so every seed and validation carve-out reads one cache); each
+    sample is found in it by id and path. `cache`: one already opened for `pool` (or
+    `samples`) and `spec`. The build uses `workers` decoding processes (0: every core, see
+    `cache.default_workers`); `mode` "draft" is the reduced-scale decoding (own cache)."""
 
     def __init__(self, samples, spec: TransformSpec, batch_size: int, *, cache_key: dict, device: str = "cpu",
-                 workers: int = 0, strict: bool = False, cache_root=None, **kw):
+                 workers: int = 0, strict: bool = False, cache_root=None, pool: Sequence[Sample] | None = None,
+                 cache=None, mode: str = "exact", **kw):
         from .cache import can_cache, open_cache
 
         super().__init__(samples, batch_size, **kw)
         self.spec, self.cache_key, self.device, self.workers, self.strict = spec, cache_key, device, workers, strict
-        self.cache_root = cache_root
-        self.cache = open_cache(self.samples, spec, cache_key=cache_key, root=cache_root, workers=workers) \
-            if can_cache(spec) and self.samples else None
+        self.cache_root, self.rows = cache_root, None
+        pool = list(pool) if pool is not None else self.samples
+        if pool is not self.samples:
+            where = {(s.image_id, str(s.path)): r for r, s in enumerate(pool)}
+            missing = [s for s in self.samples if (s.image_id, str(s.path)) not in where]
+            if missing:
+                raise ValueError(f"{len(missing)} sample(s) are not in the cache's pool, e.g. {missing[0].image_id}")
+            self.rows = [where[(s.image_id, str(s.path))] for s in self.samples]
+        if cache is None and can_cache(spec) and self.samples:
+            cache = open_cache(pool, spec, cache_key=cache_key, root=cache_root, workers=workers or None, mode=mode)
+        self.cache = cache
 
     def _batches(self, epoch: int) -> Iterator[Batch]:
         from .fast import fast_batches
 
         return fast_batches(self.samples, self.spec, self.batch_size, device=self.device, cache_key=self.cache_key,
                             cache=self.cache, cache_root=self.cache_root, workers=self.workers, strict=self.strict,
-                            **self._chunk_kw(epoch))
+                            rows=self.rows, **self._chunk_kw(epoch))
 
 
 def as_source(data, spec: TransformSpec | None, batch_size: int | None, **kw) -> BatchSource:
@@ -114,14 +129,33 @@ def as_source(data, spec: TransformSpec | None, batch_size: int | None, **kw) ->
 
 
 def make_source(samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, train: bool, seed: int = 0,
-                fast: bool = False, cache_key: dict | None = None, device: str = "cpu", workers: int = 0,
-                strict: bool = False, min_last: int = 1, rank: int = 0, world_size: int = 1) -> BatchSource:
-    """The reference source, or the cached one when `fast` (with `cache_key` identifying the data)."""
+                fast: bool | str = False, cache_key: dict | None = None, device: str = "cpu", workers: int = 0,
+                strict: bool = False, min_last: int = 1, rank: int = 0, world_size: int = 1,
+                pool: Sequence[Sample] | None = None, log=None) -> BatchSource:
+    """The reference source, or the cached one when `fast` (with `cache_key` identifying the
+    data, and `pool` the list the cache is made of). `fast`: True (or "on"), "require" or
+    "draft" (the reduced-scale decoding). When the disk cannot hold the cache, this says so
+    (bytes needed and free) and returns the reference source, unless `fast` is "require"
+    (then the `CacheSpaceError` is raised)."""
+    from .cache import CacheSpaceError
+
     kw = dict(train=train, seed=seed, min_last=min_last, rank=rank, world_size=world_size)
     if fast:
-        return CachedSource(samples, spec, batch_size, cache_key=cache_key or {}, device=device, workers=workers,
-                            strict=strict, **kw)
+        try:
+            return CachedSource(samples, spec, batch_size, cache_key=cache_key or {}, device=device, workers=workers,
+                                strict=strict, pool=pool, mode="draft" if fast == "draft" else "exact", **kw)
+        except CacheSpaceError as e:
+            if fast == "require":
+                raise
+            (log or _stderr)(f"fast path: {e.message}; continuing on the reference path (PIL decode every epoch). "
+                             "--fast=require stops instead.")
     return ReferenceSource(samples, spec, batch_size, workers=workers, **kw)
+
+
+def _stderr(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
 
 
 def true_distributions(samples: Sequence[Sample]) -> np.ndarray | None:
@@ -130,3 +164,21 @@ def true_distributions(samples: Sequence[Sample]) -> np.ndarray | None:
         v = np.array([s.votes for s in samples], dtype=np.float64)
         return v / v.sum(1, keepdims=True)
     return None
+
+
+#: Evaluation sets from this size on are decoded in worker processes by default.
+EVAL_WORKERS_MIN_IMAGES = 256
+#: At most this many default evaluation workers (beyond it the model, not decoding, is the limit).
+EVAL_WORKERS_MAX = 8
+
+
+def eval_workers(workers: int, n_images: int) -> int:
+    """Decoding workers for an evaluation: `workers` when given (> 0), else the core count
+    (at most `EVAL_WORKERS_MAX`) for sets of `EVAL_WORKERS_MIN_IMAGES` images or more (a
+    smaller set is decoded faster than worker processes start). Each DataLoader worker runs
+    one torch thread. The predictions do not depend on it."""
+    if workers > 0 or n_images < EVAL_WORKERS_MIN_IMAGES:
+        return workers
+    from .cache import default_workers
+
+    return min(default_workers(), EVAL_WORKERS_MAX)

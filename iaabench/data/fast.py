@@ -55,14 +55,16 @@ def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int
                  epoch: int = 0, device: str = "cpu", drop_last: bool = False,
                  min_last: int = 1, cache_root=None, cache_key: dict, workers: int = 0, strict: bool = False,
                  cache: ImageCache | None = None, rank: int = 0,
-                 world_size: int = 1) -> Iterator[Batch]:
+                 world_size: int = 1, rows: Sequence[int] | None = None) -> Iterator[Batch]:
     """Batches of one epoch from the pixel cache (built on first use). See the module docstring.
 
     `cache_key` identifies the data (dataset, split, label checksums); `cache` may pass a cache
     already opened with `open_cache` for these samples and `spec` (saves re-hashing the
     sample list every epoch). `workers`: the decoding processes when the cache has to be
     built, then the host-side workers (DataLoader processes for the CPU, threads for a GPU).
-    `rank` of `world_size` takes its shard of the epoch (`pipeline.epoch_chunks`)."""
+    `rank` of `world_size` takes its shard of the epoch (`pipeline.epoch_chunks`). `rows`: the
+    row of each sample in `cache` when the cache holds a larger list (the split's whole
+    training list, shared by seeds and validation carve-outs); default: sample i is row i."""
     device = str(device)
     if not can_cache(spec):
         yield from _uncached(samples, spec, batch_size, train=train, seed=seed, epoch=epoch, workers=workers,
@@ -72,13 +74,15 @@ def fast_batches(samples: Sequence[Sample], spec: TransformSpec, batch_size: int
         return
     if cache is None:
         cache = open_cache(samples, spec, cache_key=cache_key, root=cache_root, workers=workers)
-    if strict and cache.failed:
-        i = min(cache.failed)
-        raise ImageError(samples[i].path, cache.failed[i] + " (--strict stops at the first unusable image)")
+    if strict:
+        bad = [i for i in range(len(samples)) if (rows[i] if rows is not None else i) in cache.failed]
+        if bad:
+            reason = cache.failed[rows[bad[0]] if rows is not None else bad[0]]
+            raise ImageError(samples[bad[0]].path, reason + " (--strict stops at the first unusable image)")
     on_device = device.startswith("cuda")
     chunks = epoch_chunks(len(samples), batch_size, train=train, seed=seed, epoch=epoch, drop_last=drop_last,
                           min_last=min_last, rank=rank, world_size=world_size)
-    source = CachedBatches(cache, chunks, spec, train, seed, epoch, on_device)
+    source = CachedBatches(cache, chunks, spec, train, seed, epoch, on_device, rows)
     if on_device:
         for item in _prefetched(source, threads=max(workers, 1), depth=max(workers, 1) + 2):
             yield to_device(item, spec, train, device)
@@ -144,9 +148,10 @@ class CachedBatches(torch.utils.data.Dataset):
     notes (conversions, upscaling) the reference path reports with each batch."""
 
     def __init__(self, cache: ImageCache, chunks: list[list[int]], spec: TransformSpec, train: bool, seed: int,
-                 epoch: int, on_device: bool):
+                 epoch: int, on_device: bool, rows: Sequence[int] | None = None):
         self.cache, self.chunks, self.spec, self.train = cache, chunks, spec, train
         self.seed, self.epoch, self.on_device = seed, epoch, on_device
+        self.rows = list(rows) if rows is not None else None  # sample position -> cache row
         self._pixels = None  # opened lazily, once per process
 
     def __getstate__(self):  # a memmap must not travel to worker processes (it would be copied)
@@ -159,9 +164,10 @@ class CachedBatches(torch.utils.data.Dataset):
         if self._pixels is None:
             self._pixels = self.cache.pixels()
         chunk = self.chunks[k]
-        failed = [(i, self.cache.failed[i]) for i in chunk if i in self.cache.failed]
-        notes = [(i, self.cache.notes[i]) for i in chunk if i in self.cache.notes]
-        ok = [i for i in chunk if i not in self.cache.failed]
+        row = self.rows.__getitem__ if self.rows is not None else (lambda i: i)
+        failed = [(i, self.cache.failed[row(i)]) for i in chunk if row(i) in self.cache.failed]
+        notes = [(i, self.cache.notes[row(i)]) for i in chunk if row(i) in self.cache.notes]
+        ok = [i for i in chunk if row(i) not in self.cache.failed]
         index = torch.tensor(ok, dtype=torch.long)
         h, w = self.cache.shape
         # For a GPU, gather straight into pinned memory so the copy to the device is asynchronous.
@@ -169,7 +175,7 @@ class CachedBatches(torch.utils.data.Dataset):
                            pin_memory=self.on_device and torch.cuda.is_available())
         out = rows.numpy()
         for k, i in enumerate(ok):  # one memcpy per row (numpy's take is several times slower)
-            out[k] = self._pixels[i]
+            out[k] = self._pixels[row(i)]
         rngs = [item_generator(self.seed, self.epoch, i) for i in ok]
         drawn = [draw_views(h, w, self.spec, self.train, rng) for rng in rngs]
         if not self.on_device:

@@ -28,8 +28,13 @@ _FORMAT_EXT = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "WEBP": {".webp"}, "B
                "TIFF": {".tif", ".tiff"}, "GIF": {".gif"}}
 
 
-def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str | None]:
-    """(RGB image, note or None). Raises ImageError naming the file and the reason."""
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS,
+             draft: tuple[int, int] | None = None) -> tuple[Image.Image, str | None]:
+    """(RGB image, note or None). Raises ImageError naming the file and the reason.
+
+    `draft` (width, height): let the JPEG decoder decode at a reduced scale (1/2, 1/4, 1/8) that
+    stays at least that large (`Image.draft`; faster, other pixels: the pixel cache's opt-in
+    "draft" mode). Other formats are decoded in full."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -57,6 +62,8 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Image.Imag
                     notes.append(exif_note(orientation))
                 if im.mode in ("RGB", "RGBA") and any(";16" in str(t[3]) for t in im.tile or () if len(t) > 3):
                     notes.append("reduced 16-bit samples to 8-bit")  # Pillow does it while decoding
+                if draft and fmt == "JPEG":
+                    im.draft("RGB", tuple(draft))
                 im.load()
                 if im.mode != "RGB":
                     notes.append(f"converted {im.mode} to RGB")
