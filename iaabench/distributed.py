@@ -139,10 +139,14 @@ def attach(rank: int, world_size: int) -> Ranks:
 
 
 def barrier(ranks: Ranks) -> None:
+    """Wait until every rank is here (NCCL: on this rank's GPU)."""
     if ranks.several:
         import torch.distributed as td
 
-        td.barrier()
+        if ranks.backend == "nccl":
+            td.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            td.barrier()
 
 
 def broadcast(obj, ranks: Ranks):
