@@ -29,9 +29,17 @@ the loop (no `loss.item()` per step), so the GPU is fed as fast as the data path
 Record keys (schema 1): kind "bench", date, model, head, dataset, recipe, device (kind, name,
 memory, CPU and cores), load_average (before/after: a busy CPU gives lower numbers),
 batch_size, eval_batch_size, workers, steps, warmup, reference_steps, compile, data_only, amp,
-channels_last, cudnn_benchmark, transforms, images (counts, mean JPEG size), cache (folders,
-built or reused), results ({phase: images, steps, seconds, images_per_s, peak memory}),
-ratios (data_vs_reference, train_vs_reference), versions, git, command.
+channels_last, cudnn_benchmark, transforms, images (counts; mean_width, mean_height, mean_bytes of
+the JPEGs; photo), cache_mode, the headline figures `reference_images_per_s`,
+`cache_build_images_per_s`, `cached_images_per_s`, `train_images_per_s`, `eval_images_per_s`
+(null where not measured), cache (folders, built or reused, repaired rows, a draft cache's
+pixel difference), results ({phase: images, steps, seconds, images_per_s, peak memory}),
+ratios (data_vs_reference, train_vs_reference, cache_build_vs_reference), versions, git, command.
+
+Every timed window holds full batches only (the short last batch of an epoch is dropped), so
+each timed batch has the shape the warm-up ran (no cuDNN re-tuning inside the window); the
+caches opened for the cache build are the ones the fast path then reads. `photo` runs on a
+photo-size synthetic copy (`photo_dataset`: 800 px long side, JPEGs of about 90 KB).
 """
 from __future__ import annotations
 
@@ -51,6 +59,28 @@ import torch
 
 from .bench_report import SCHEMA, bench_dir, format_record
 from .errors import IAAError
+
+#: The record's headline figures (issue 20): field `<name>_images_per_s` <- results[phase].
+FIGURES = {"reference": "reference_data", "cache_build": "cache_build", "cached": "data", "train": "train",
+           "eval": "eval"}
+#: `--photo`: images of a photo-size synthetic copy, and their long side (AVA/TAD66K photos: ~800 px).
+PHOTO_IMAGES = 300
+PHOTO_LONG_SIDE = 800
+
+
+def photo_dataset(dataset: str, n: int = PHOTO_IMAGES, log: Callable[[str], None] = print) -> Path:
+    """The folder of a photo-size copy of synthetic `dataset` (generated once, then reused)."""
+    from .data.synthetic import LAYOUTS, cache_path, ensure
+
+    layout = dataset.removeprefix("synth-")
+    if not dataset.startswith("synth-") or layout not in LAYOUTS:
+        raise IAAError(f"--photo needs a synthetic dataset (synth-{', synth-'.join(LAYOUTS)}), not {dataset}",
+                       "real datasets are photo-size already: run without --photo")
+    path = cache_path(layout, n, long_side=PHOTO_LONG_SIDE)
+    if not path.is_dir():
+        log(f"generating {n} photo-size images ({PHOTO_LONG_SIDE} px long side) into {path} (once)")
+    return ensure(layout, n, long_side=PHOTO_LONG_SIDE, progress=False)
+
 
 # --------------------------------------------------------------------------- measuring
 
@@ -151,13 +181,13 @@ def _jpeg_stats(samples, k: int = 64) -> dict:
             "mean_bytes": round(float(np.mean(sizes)))}
 
 
-def _default_command(model, dataset, device, batch_size, steps, compile, data_only=False) -> str:
+def _default_command(model, dataset, device, batch_size, steps, compile, data_only=False, photo=False) -> str:
     cmd = f"iaabench bench --model {model} --dataset {dataset} --device {device}"
     if batch_size:
         cmd += f" --batch-size {batch_size}"
     if steps:
         cmd += f" --steps {steps}"
-    return cmd + (" --compile" if compile else "") + (" --data-only" if data_only else "")
+    return cmd + (" --compile" if compile else "") + (" --data-only" if data_only else "") + (" --photo" if photo else "")
 
 
 def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_size: int | None = None,
@@ -166,14 +196,17 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
               data_root: str | Path | None = None, dataset_options: dict | None = None,
               eval_batch_size: int | None = None, reference: bool = True, reference_steps: int | None = None,
               cache_root: str | Path | None = None, command: str | None = None, seed: int = 0,
-              data_only: bool = False, log: Callable[[str], None] = print) -> dict:
+              data_only: bool = False, photo: bool = False, photo_images: int = PHOTO_IMAGES,
+              cache_mode: str = "exact", log: Callable[[str], None] = print) -> dict:
     """Measure every phase (see the module docstring), print them, write the record; return it.
 
     `recipe` defaults to the model card's recipe for the dataset; `batch_size` (training) and
     `eval_batch_size` default to the recipe's (`batch_size` alone sets both). `workers`
     (default: all cores, at most 16) serve the cache build, the fast path and the reference
     path alike. `command` is stored as the command that produced the record. `data_only` measures
-    the two data paths alone (on a CPU the model phases take minutes)."""
+    the two data paths alone (on a CPU the model phases take minutes). `photo` runs on a
+    photo-size copy of the synthetic dataset (`photo_images` images, long side `PHOTO_LONG_SIDE`,
+    generated once into the cache folder). `cache_mode` "draft": the reduced-scale decoding."""
     from . import api
     from .cards import load_card
     from .protocol import load_protocol
@@ -203,6 +236,8 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     bs = batch_size or rec.batch_size
     ebs = eval_batch_size or batch_size or rec.eval_batch_size
     head = rec.head or info.heads[0]
+    if photo:
+        data_root = photo_dataset(dataset_name, photo_images, log)
     data = api.load_dataset(dataset_name, root=data_root, **(dataset_options or {}))
     train_s = list(data.splits["train"])
     eval_s = train_s + [s for k, v in data.splits.items() if k != "train" for s in v]
@@ -224,27 +259,34 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     results: dict[str, dict] = {}
     cache_info = {}
 
-    # Decode once (timed only when the cache had to be built).
+    # Decode once (timed only when the cache had to be built); the fast path reads these caches.
+    caches = {}
     for name, spec, samples in (("train", tr_spec, train_s), ("eval", te_spec, eval_s)):
         if can_cache(spec):
-            c = open_cache(samples, spec, cache_key=key, root=cache_root, workers=workers)
+            c = caches[name] = open_cache(samples, spec, cache_key=key, root=cache_root, workers=workers,
+                                          mode=cache_mode)
             cache_info[name] = {"folder": str(c.folder), "bytes": c.nbytes, "size": list(c.shape),
-                                "failed": len(c.failed), **c.build}
+                                "failed": len(c.failed), "repaired": len(c.repaired), **c.build}
+            if "draft_mean_abs_diff" in c.meta:
+                cache_info[name]["draft_mean_abs_diff"] = c.meta["draft_mean_abs_diff"]
         else:
             cache_info[name] = {"cacheable": False, "note": "full-resolution input: the reference path is used"}
     if cache_info["train"].get("built"):
         b = cache_info["train"]
         results["cache_build"] = {"images": b["images"], "seconds": round(b["seconds"], 4),
                                   "images_per_s": round(b["images_per_s"], 1) if b["images_per_s"] else None,
-                                  "workers": b["workers"], "decoder": "pil"}
+                                  "workers": b["workers"], "decoder": caches["train"].key["decoder"],
+                                  "resizer": caches["train"].key["resizer"]}
 
-    def fast(samples, spec, bsize, train):
+    def fast(samples, spec, bsize, train, part):
+        # full batches only: every timed batch has the warmed-up shape (no re-tuning inside the window)
         return _epochs(CachedSource(samples, spec, bsize, train=train, seed=seed, device=device, cache_root=cache_root,
-                                    cache_key=key, workers=workers,
+                                    cache_key=key, workers=workers, cache=caches.get(part), drop_last=True,
                                     min_last=2 if model.batch_dependent else 1).epoch)
 
     def reference_stream(samples, spec, bsize):
-        return _epochs(ReferenceSource(samples, spec, bsize, train=True, seed=seed, workers=workers).epoch)
+        return _epochs(ReferenceSource(samples, spec, bsize, train=True, seed=seed, workers=workers,
+                                       drop_last=True).epoch)
 
     def one_step(batch) -> int:  # the trainer's step, on the batch's targets
         score, dist = targets(batch, scale_max, device)
@@ -256,7 +298,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
 
     model.train()
     log("  measuring the data path")
-    results["data"] = _measure(fast(train_s, tr_spec, bs, True), touch, warmup, steps, device)
+    results["data"] = _measure(fast(train_s, tr_spec, bs, True, "train"), touch, warmup, steps, device)
 
     if not data_only:
         log("  measuring the model step alone")
@@ -273,7 +315,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         results["model_step"] = _measure(repeat(None), synthetic_step, warmup, steps, device)
 
         log("  measuring end-to-end training")
-        results["train"] = _measure(fast(train_s, tr_spec, bs, True), one_step, warmup, steps, device)
+        results["train"] = _measure(fast(train_s, tr_spec, bs, True, "train"), one_step, warmup, steps, device)
 
         log("  measuring evaluation")
         model.eval()
@@ -284,7 +326,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
                 outputs.append(model.predict(model(flatten_crops(batch.x, device))).score)
             return len(batch.index)
 
-        results["eval"] = _measure(fast(eval_s, te_spec, ebs, False), eval_step, warmup, steps, device)
+        results["eval"] = _measure(fast(eval_s, te_spec, ebs, False, "eval"), eval_step, warmup, steps, device)
         outputs.clear()
         model.train()
 
@@ -298,13 +340,15 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
 
     ratios = {}
     for name, fast_phase, ref_phase in (("data_vs_reference", "data", "reference_data"),
-                                        ("train_vs_reference", "train", "reference_train")):
-        if fast_phase in results and ref_phase in results and results[ref_phase]["images_per_s"]:
+                                        ("train_vs_reference", "train", "reference_train"),
+                                        ("cache_build_vs_reference", "cache_build", "reference_data")):
+        if results.get(fast_phase, {}).get("images_per_s") and results.get(ref_phase, {}).get("images_per_s"):
             ratios[name] = round(results[fast_phase]["images_per_s"] / results[ref_phase]["images_per_s"], 2)
 
     import torchvision
 
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    jpeg = _jpeg_stats(train_s)
     record = {
         "schema": SCHEMA, "kind": "bench", "date": stamp,
         "model": model_name, "head": head, "dataset": data.dataset, "recipe": recipe_name,
@@ -314,13 +358,16 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         "amp": "bf16 autocast" if on_cuda else None, "channels_last": on_cuda,
         "cudnn_benchmark": on_cuda,
         "transforms": {"train": asdict(tr_spec), "test": asdict(te_spec)},
-        "images": {"train": len(train_s), "eval": len(eval_s), "jpeg": _jpeg_stats(train_s)},
+        "images": {"train": len(train_s), "eval": len(eval_s), "jpeg": jpeg, "photo": photo,
+                   **{k: jpeg.get(k) for k in ("mean_width", "mean_height", "mean_bytes")}},
+        "cache_mode": cache_mode,
+        **{f"{name}_images_per_s": (results.get(phase) or {}).get("images_per_s") for name, phase in FIGURES.items()},
         "cache": cache_info, "results": results, "ratios": ratios,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "numpy": np.__version__},
         "git": git_state(),
         "command": command or _default_command(model_name, dataset_name, device, batch_size, steps, compile,
-                                               data_only),
+                                               data_only, photo),
     }
     out = Path(out_dir) if out_dir else bench_dir()
     path = out / f"{stamp.replace(':', '')}-{model_name}-{data.dataset}-{dev['kind']}-{secrets.token_hex(3)}.json"

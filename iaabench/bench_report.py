@@ -91,11 +91,20 @@ def _matches(target: dict, rec: dict) -> bool:
         return False
     if target.get("dataset_prefix") and not rec["dataset"].startswith(target["dataset_prefix"]):
         return False
+    if target.get("photo") is not None and is_photo(rec) != target["photo"]:
+        return False
     return True
 
 
+def is_photo(rec: dict) -> bool:
+    """Whether a record ran on photo-size images (`bench --photo`, or real photos: 600 px or more)."""
+    im = rec.get("images", {})
+    jpeg = im.get("jpeg") or {}
+    return bool(im.get("photo")) or max(jpeg.get("mean_width", 0), jpeg.get("mean_height", 0)) >= 600
+
+
 def _target_value(target: dict, rec: dict) -> float | None:
-    if target["metric"] in ("train", "eval"):
+    if target["metric"] in ("train", "eval", "cache_build"):
         return _ips(rec, target["metric"])
     return rec.get("ratios", {}).get(target["metric"])
 
@@ -156,6 +165,9 @@ def write_performance_page(folder: str | Path | None = None, out: str | Path | N
                   "no GPU number is ever estimated.", ""]
     else:
         lines += _table(gpu)
+    if not any(is_photo(r) for r in gpu):
+        lines += ["Photo-size images on a GPU (`iaabench bench --photo`): **not measured yet**; the targets above "
+                  "that need them say \"not measured yet\" until a GPU record exists.", ""]
     lines += ["## CPU", ""]
     lines += _table(cpu) if cpu else ["No CPU record yet.", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,23 +182,37 @@ def _latest(records: list[dict]) -> list[dict]:
     seen = {}
     for r in records:
         k = (r["model"], r["dataset"], r["recipe"], r["device"]["name"], r["batch_size"], r["eval_batch_size"],
-             r.get("compile"), r.get("workers"), r.get("data_only"))
+             r.get("compile"), r.get("workers"), r.get("data_only"), is_photo(r), r.get("cache_mode", "exact"))
         seen[k] = r
-    return sorted(seen.values(), key=lambda r: (r["device"]["name"], r["model"], r["dataset"], r["batch_size"]))
+    # photo-size rows right after the small-image rows of the same model and dataset
+    return sorted(seen.values(), key=lambda r: (r["device"]["name"], r["model"], r["dataset"], is_photo(r),
+                                                r["batch_size"]))
+
+
+def _images(r: dict) -> str:
+    """The mean image the record ran on: "800x640, 91 KB (photo)"."""
+    j = r.get("images", {}).get("jpeg") or {}
+    if not j:
+        return "-"
+    return (f"{j.get('mean_width', 0):.0f}x{j.get('mean_height', 0):.0f}, {j.get('mean_bytes', 0) / 1000:.0f} KB"
+            + (" (photo)" if is_photo(r) else ""))
 
 
 def _table(records: list[dict]) -> list[str]:
-    lines = ["| model | dataset (recipe) | device | date | batch | workers | cache build | data path | model step | "
-             "training | evaluation | reference training | training vs reference | data vs reference | peak memory |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| model | dataset (recipe) | images | device | date | batch | workers | reference data path | cache build | "
+             "data path (cached) | model step | training | evaluation | reference training | training vs reference | "
+             "data vs reference | peak memory |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     commands = []
     for i, r in enumerate(_latest(records), 1):
         res, ratios = r["results"], r.get("ratios", {})
         peak = _mem(res.get("train") or res.get("data") or {})
         lines.append(
             f"| {r['model']}{' (compiled)' if r.get('compile') else ''}{' (data only)' if r.get('data_only') else ''} | "
-            f"{r['dataset']} ({r['recipe']}) | "
+            f"{r['dataset']} ({r['recipe']}{', draft decoding' if r.get('cache_mode') == 'draft' else ''}) | "
+            f"{_images(r)} | "
             f"{r['device']['name']} | {r['date'][:10]} | {r['batch_size']}/{r['eval_batch_size']} | {r['workers']} | "
+            f"{_fmt(_ips(r, 'reference_data'))} | "
             f"{_fmt(_ips(r, 'cache_build'))} | {_fmt(_ips(r, 'data'))} | {_fmt(_ips(r, 'model_step'))} | "
             f"{_fmt(_ips(r, 'train'))} | {_fmt(_ips(r, 'eval'))} | {_fmt(_ips(r, 'reference_train'))} | "
             f"{_times(ratios.get('train_vs_reference'))} | {_times(ratios.get('data_vs_reference'))} | {peak} |")
@@ -201,6 +227,9 @@ def _table(records: list[dict]) -> list[str]:
             gpu_dec = ""
         jpeg = r.get("images", {}).get("jpeg", {})
         size = f"{jpeg.get('mean_width', 0):.0f}x{jpeg.get('mean_height', 0):.0f} px JPEGs" if jpeg else "images"
+        draft = (r.get("cache") or {}).get("train", {}).get("draft_mean_abs_diff")
+        if draft is not None:
+            gpu_dec += f"; draft decoding: mean |difference| from the exact rows {draft} levels"
         commands.append(f"{i}. {r['model']} / {r['dataset']} on {r['device']['name']}, {r['date']} "
                         f"({r['images']['train']} training {size}; torch {r['versions']['torch']}; "
                         f"record `{Path(r['path']).name}`{gpu_dec}): `{r['command']}`")

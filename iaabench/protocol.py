@@ -126,7 +126,7 @@ def _bench_targets(bench, w: str) -> tuple:
     for i, t in enumerate(bench["targets"] or []):
         where = f"{w}: bench.targets[{i}]"
         check_keys(t, where, {"id", "what", "device", "metric", "min", "unit"},
-                   {"model", "gpu", "cores", "dataset_prefix"})
+                   {"model", "gpu", "cores", "dataset_prefix", "photo"})
         if not isinstance(t["min"], (int, float)) or isinstance(t["min"], bool):
             raise ConfigError(f"{where}.min: expected a number, got {t['min']!r}")
         out.append({"model": None, **t, "min": float(t["min"])})

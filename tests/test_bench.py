@@ -93,7 +93,13 @@ def test_run_bench_writes_a_record_with_every_measurement(registered):
         assert r["images_per_s"] > 0, phase
     assert rec["results"]["train"]["images"] == 3 * 4 and rec["results"]["eval"]["images"] == 3 * 5
     assert rec["results"]["data"]["peak_rss_bytes"] > 0
-    assert set(rec["ratios"]) == {"data_vs_reference", "train_vs_reference"}
+    assert set(rec["ratios"]) == {"data_vs_reference", "train_vs_reference", "cache_build_vs_reference"}
+    names = {"reference": "reference_data", "cache_build": "cache_build", "cached": "data", "train": "train",
+             "eval": "eval"}
+    for name, phase in names.items():  # the headline figures, under the names issue 20 gives them
+        assert rec[f"{name}_images_per_s"] == rec["results"][phase]["images_per_s"] > 0
+    assert (rec["images"]["mean_width"], rec["images"]["mean_height"]) == (56, 48)
+    assert rec["images"]["mean_bytes"] > 0 and rec["images"]["photo"] is False
     assert rec["device"]["kind"] == "cpu" and rec["device"]["cpu_cores"] >= 1
     assert rec["command"] == "iaabench bench --model bench-tiny --dataset bench-unit --device cpu --steps 3"
     assert rec["cache"]["train"]["built"] and rec["cache"]["train"]["size"] == [40, 40]
@@ -138,6 +144,40 @@ def test_data_only_measures_the_two_data_paths(registered):
     rec = run_bench("bench-tiny", "bench-unit", steps=2, warmup=0, workers=0, out_dir=registered / "bench",
                     cache_root=registered / "cache", data_only=True, log=lambda m: None)
     assert set(rec["results"]) == {"cache_build", "data", "reference_data"}
-    assert set(rec["ratios"]) == {"data_vs_reference"} and rec["command"].endswith("--data-only")
+    assert set(rec["ratios"]) == {"data_vs_reference", "cache_build_vs_reference"}
+    assert rec["command"].endswith("--data-only") and rec["train_images_per_s"] is None
     page = write_performance_page(registered / "bench", out=registered / "performance.md").read_text()
     assert "| bench-tiny (data only) | bench-unit (quick) |" in page
+
+
+def test_photo_records_get_their_own_rows_and_targets(registered):
+    rec = run_bench("bench-tiny", "bench-unit", steps=2, warmup=0, workers=0, out_dir=registered / "bench",
+                    cache_root=registered / "cache", data_only=True, log=lambda m: None)
+    photo = json.loads(Path(rec["path"]).read_text())
+    photo["images"].update(photo=True, mean_width=800, mean_height=600, mean_bytes=91000)
+    photo["images"]["jpeg"].update(mean_width=800, mean_height=600, mean_bytes=91000)
+    photo["device"]["cpu_cores"] = 2
+    photo["results"]["cache_build"]["images_per_s"] = 2 * photo["results"]["reference_data"]["images_per_s"]
+    photo["ratios"]["cache_build_vs_reference"] = 2.0
+    (registered / "bench" / "photo.json").write_text(json.dumps(photo))
+    page = write_performance_page(registered / "bench", out=registered / "performance.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| bench-tiny (data only)")]
+    assert len(rows) == 2 and "800x600, 91 KB (photo)" in rows[1] and "(photo)" not in rows[0]
+    target = next(line for line in page.splitlines() if line.startswith("| Cache build vs reference data path"))
+    assert "2.00x" in target and "| met |" in target
+    assert "Photo-size images on a GPU (`iaabench bench --photo`): **not measured yet**" in page
+
+
+def test_photo_dataset_is_generated_once(tmp_path, monkeypatch):
+    from iaabench import bench
+    from iaabench.errors import IAAError
+
+    monkeypatch.setenv("IAABENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(bench, "PHOTO_LONG_SIDE", 256)
+    logs = []
+    first = bench.photo_dataset("synth-tad66k", 50, logs.append)
+    assert len(logs) == 1 and "photo-size" in logs[0]
+    assert json.loads((first / "synthetic_card.json").read_text())["long_side"] == 256
+    assert bench.photo_dataset("synth-tad66k", 50, logs.append) == first and len(logs) == 1
+    with pytest.raises(IAAError, match="--photo needs a synthetic dataset"):
+        bench.photo_dataset("tad66k", 50)

@@ -179,6 +179,14 @@ def bench(
     compile: bool = typer.Option(False, help="torch.compile the model."),
     data_root: Optional[Path] = DataRoot,
     option: List[str] = typer.Option([], "--option", help="Dataset loader option KEY=VALUE."),
+    photo: bool = typer.Option(False, "--photo", help="Run on a photo-size copy of the synthetic dataset (800 px "
+                                                     "long side, JPEGs weighing like photos; generated once)."),
+    photo_images: int = typer.Option(300, "--photo-images", min=50, help="Images in that copy."),
+    cache_mode: str = typer.Option("exact", "--cache-mode", help="exact (the reference path's pixels) or draft "
+                                                                "(reduced-scale JPEG decoding; its pixel difference "
+                                                                "is measured and recorded)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where pixel caches live (default: "
+                                             "IAABENCH_CACHE)."),
 ):
     """Measure data path, model step, end-to-end training, evaluation and the reference path;
     write a record under results/bench/ and regenerate docs/performance.md.
@@ -191,5 +199,6 @@ def bench(
 
     run_bench(model, dataset, device=_device(device), batch_size=batch_size, steps=steps, recipe=recipe,
               workers=workers, data_only=data_only, compile=compile, data_root=data_root,
-              dataset_options=_parse_options(option), command="iaabench " + shlex.join(sys.argv[1:]))
+              dataset_options=_parse_options(option), command="iaabench " + shlex.join(sys.argv[1:]),
+              photo=photo, photo_images=photo_images, cache_mode=cache_mode, cache_root=cache_dir)
     console.print(f"wrote {write_performance_page()}")
