@@ -294,18 +294,26 @@ def gather_predictions(index: list[int], score: np.ndarray, dist: np.ndarray | N
 
 
 def provenance(ranks: Ranks, batch_size: int | None, eval_batch_size: int, batch_dependent: bool,
-               sync_bn: bool) -> dict:
+               sync_bn: bool, loss: str | None = None) -> dict:
     """The record's `provenance.distributed` (`batch_size`: the global training batch, None
-    where nothing was trained)."""
+    where nothing was trained; `loss`: the training loss)."""
+    from .losses import BATCH_LEVEL_LOSSES
+
     per_rank = None if batch_size is None else batch_size // ranks.world_size
     out = {"world_size": ranks.world_size, "backend": ranks.backend,
            "global_batch_size": batch_size, "per_rank_batch_size": per_rank,
            "per_rank_eval_batch_size": eval_batch_size, "sync_bn": bool(sync_bn and ranks.several)}
+    coupled = []
     if ranks.several and batch_dependent:
         seen = f"{per_rank} in training, " if per_rank is not None else ""
-        out["batch_coupled"] = (f"this model's predictions depend on the other images of its batch: it saw per-rank "
-                                f"batches ({seen}up to {eval_batch_size} in evaluation, from one image in "
-                                f"{ranks.world_size} of the order)")
+        coupled.append(f"this model's predictions depend on the other images of its batch: it saw per-rank batches "
+                       f"({seen}up to {eval_batch_size} in evaluation, from one image in {ranks.world_size} of the "
+                       "order)")
+    if ranks.several and loss in BATCH_LEVEL_LOSSES:
+        coupled.append(f"its loss {loss} is the root of a batch mean, computed on each rank's batch of {per_rank} "
+                       "(DDP averages the ranks' gradients), not on the global batch")
+    if coupled:
+        out["batch_coupled"] = "; ".join(coupled)
     return out
 
 

@@ -35,6 +35,9 @@ from .models.base import Prediction
 
 #: Losses that compare 10-bin distributions: they need a "dist" head and vote histograms.
 DIST_LOSSES = frozenset({"emd1", "emd2", "tanet_emd", "tanet_emd2", "relic_emd"})
+#: Losses over the batch as a whole (the root of a batch mean), not a mean of per-image terms: their
+#: value and gradient depend on the batch (on several processes, on each rank's batch).
+BATCH_LEVEL_LOSSES = frozenset({"tanet_emd2", "relic_emd"})
 
 
 def _same_shape(name: str, got: torch.Tensor, want: torch.Tensor, what: str) -> None:

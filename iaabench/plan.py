@@ -12,10 +12,12 @@ names the checkpoint folder (`--resume` finds it), and sweeps and the table grou
 Several processes (`iaabench.distributed`): `world_size` is in the plan (each rank's batch is
 the global `--batch-size` / world_size, checked here), but in the key only for a
 batch-dependent model (`batch_dependent`: TANet's theme branch, EAT), whose predictions depend
-on the per-rank batches. For the others a run on N processes computes the same global batches
-(the same images, augmentations, averaged gradients) as one process, up to per-rank BatchNorm
-statistics (`--sync-bn` on CUDA) and floating-point order, so it keys, resumes and groups in
-the table with one process's; the record's `provenance.distributed` says how it ran.
+on the per-rank batches, or a loss over the batch as a whole (`losses.BATCH_LEVEL_LOSSES`:
+tanet_emd2, relic_emd), computed per rank. For the others a run on N processes computes the
+same global batches (the same images, augmentations, averaged gradients) as one process, up to
+per-rank BatchNorm statistics (`--sync-bn` on CUDA), dropout draws and floating-point order, so
+it keys, resumes and groups in the table with one process's; the record's
+`provenance.distributed` says how it ran.
 
 Precedence: command line > the model's card > the protocol's defaults.
 """
@@ -29,7 +31,7 @@ from typing import Any
 
 from .cards import Recipe, load_card
 from .errors import ConfigError
-from .losses import check_loss
+from .losses import BATCH_LEVEL_LOSSES, check_loss
 from .protocol import load_protocol
 from .registry import dataset_info, model_info, probe_model
 
@@ -102,7 +104,7 @@ class RunPlan:
     compile: bool = False
     world_size: int = 1
     sync_bn: bool = False
-    batch_dependent: bool = False  # the model's `batch_dependent` (its options are in the plan already)
+    batch_dependent: bool = False  # the model's `batch_dependent`, or a training loss in `losses.BATCH_LEVEL_LOSSES`
     device: str = "cpu"
     data_root: str | None = None
     images: str | None = None
@@ -196,8 +198,10 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
     mode = "trained" if req.train and (recipe.epochs > 0 or fits) else "eval-only"
     if req.train and recipe.epochs > 0:
         check_loss(recipe.loss, head=head, has_votes=ds.has_votes)
-    batch_dependent = bool(getattr(probe, "batch_dependent", False))
-    _check_processes(req, recipe, mode == "trained" and recipe.epochs > 0, batch_dependent)
+    training = mode == "trained" and recipe.epochs > 0
+    _check_processes(req, recipe, training, bool(getattr(probe, "batch_dependent", False)))
+    batch_dependent = bool(getattr(probe, "batch_dependent", False)) or \
+        (training and recipe.loss in BATCH_LEVEL_LOSSES)
     return RunPlan(
         model=req.model, family=info.family, dataset=req.dataset, split=req.split or dp.split,
         split_seed=req.split_seed, seed=req.seed, recipe_name=recipe.name, recipe=_plain(recipe.to_dict()), head=head,

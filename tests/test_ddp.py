@@ -93,6 +93,9 @@ def test_provenance_names_the_batches_and_sync_bn_keeps_the_checkpoint_layout():
     assert p["sync_bn"] and "per-rank batches (10 in training" in p["batch_coupled"]
     one = distributed.provenance(Ranks(), 40, 16, True, True)
     assert one["per_rank_batch_size"] == 40 and not one["sync_bn"] and "batch_coupled" not in one
+    loss = distributed.provenance(Ranks(0, 2, 0, "gloo"), 8, 8, False, False, loss="relic_emd")["batch_coupled"]
+    assert loss.startswith("its loss relic_emd is the root of a batch mean") and "batch of 4" in loss
+    assert "batch_coupled" not in distributed.provenance(Ranks(0, 2, 0, "gloo"), 8, 8, False, False, loss="emd2")
     evaluated = distributed.provenance(Ranks(0, 3, 0, "gloo"), None, 16, True, False)  # eval-only: nothing trained
     assert evaluated["global_batch_size"] is evaluated["per_rank_batch_size"] is None
     assert evaluated["batch_coupled"].startswith("this model's predictions depend") and "training" not in \
@@ -125,6 +128,10 @@ def test_batch_size_is_global_and_world_size_keys_only_batch_dependent_models():
     # a batch-coupled model computes something else on per-rank batches: its key says so
     t1, t2 = (resolve(model="tanet", dataset="synth-tad66k", batch_size=8, world_size=n) for n in (1, 2))
     assert t2.batch_dependent and t2.key() != t1.key()
+    # so does a loss over the whole batch (relic_emd: the root of a batch mean), computed per rank
+    r1, r2 = (resolve(model="relic", dataset="synth-ava", recipe="quick-ava", batch_size=8, world_size=n)
+              for n in (1, 2))
+    assert r2.recipe["loss"] == "relic_emd" and r2.batch_dependent and r2.key() != r1.key()
     with pytest.raises(ConfigError, match="per-rank batch of 1"):
         resolve(model="tanet", dataset="synth-tad66k", batch_size=2, world_size=2)
     with pytest.raises(ConfigError, match="--sync-bn needs CUDA"):
