@@ -1,7 +1,9 @@
 """The `iaabench` command line: the app and its wiring. Each command lives in a small module
-of `iaabench/commands/`; this file only attaches them to the app and turns errors into messages."""
+of `iaabench/commands/`; this file only attaches them to the app and turns errors, Ctrl-C and
+SIGTERM into messages that fit the command (how to continue, where there is a way)."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -9,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .commands import common, data, listing, piaa, predict, results, run, sweep
-from .errors import IAAError
+from .errors import IAAError, Stopped
 
 app = typer.Typer(cls=common.App, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="iaabench: one protocol, many models, one table for image aesthetics assessment.")
@@ -39,17 +41,76 @@ app.command()(sweep.sweep)
 app.command()(sweep.tune)
 
 
+#: What an interrupted command's user can do next, for the commands that leave work to continue.
+CONTINUE = {
+    "run": "run the same command with --resume to continue from the last checkpoint",
+    "sweep": "run the same sweep again: done plans are skipped and partial ones resume from their checkpoints",
+    "tune": "run the same command again: the study keeps its finished trials",
+}
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (training itself checkpoints first: `checkpoints.StopSignals`)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def command_name(argv: list[str]) -> str | None:
+    """The command of an `iaabench` command line (its first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def stopped_message(what: str, argv: list[str]) -> str:
+    """"interrupted" (or "terminated by SIGTERM") and, for a command that leaves work to
+    continue, how to continue it."""
+    hint = CONTINUE.get(command_name(argv) or "")
+    return f"{what}; {hint}" if hint else what
+
+
+def _interrupted(e: BaseException) -> bool:
+    """Whether `e` was caused by a KeyboardInterrupt (somewhere in its chain)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main() -> None:
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         app(standalone_mode=True)
     except IAAError as e:
-        err = Console(stderr=True, soft_wrap=True, highlight=False)
         err.print(f"[bold red]error:[/bold red] {escape(e.message)}")
         if e.hint:
             err.print(f"  [cyan]hint:[/cyan] {escape(e.hint)}")
         sys.exit(2)
+    except Stopped as e:  # training stopped by SIGTERM/SIGUSR1 after its checkpoint
+        err.print(f"[bold yellow]stopped:[/bold yellow] {escape(e.message)}")
+        if e.hint:
+            err.print(f"  [cyan]hint:[/cyan] {escape(e.hint)}")
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted; `--resume` continues from the last checkpoint")
+        err.print(stopped_message("interrupted", sys.argv[1:]))
         sys.exit(130)
+    except SystemExit as e:  # typer turns Ctrl-C into a silent exit (130, or 1 with "Aborted")
+        if not _interrupted(e):
+            raise
+        err.print(stopped_message("interrupted", sys.argv[1:]))
+        sys.exit(130)
+    except Terminated as t:
+        err.print(stopped_message(f"terminated by {signal.Signals(t.signum).name}", sys.argv[1:]))
+        sys.exit(128 + t.signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 

@@ -67,3 +67,13 @@ class WeightsError(IAAError):
 
 class MetricError(IAAError):
     """Metrics asked of inputs they are not defined for (too few samples, NaN, ...)."""
+
+
+class Stopped(BaseException):
+    """Work stopped on purpose after saving its state (SIGTERM/SIGUSR1 during training): not a
+    failure of the run, so no `except Exception` (a sweep's per-plan handler) swallows it. The
+    CLI prints `message` and `hint` and exits with `exit_code`."""
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 1):
+        super().__init__(message)
+        self.message, self.hint, self.exit_code = message, hint, exit_code

@@ -11,6 +11,9 @@ that start with the given ones. The points:
 - `disk-full:<file name pattern>`: not a kill: every write to a file of that name (e.g.
   `last.pt`, `*.json`) through `io.atomic_write` fails with ENOSPC, as on a full disk.
 
+`IAABENCH_FAULT_SIGNAL=TERM` (or `USR1`, `INT`) sends that signal at the point instead of
+SIGKILL: a cluster's preemption, or Ctrl-C, exactly at a step.
+
 Unset (always, outside the tests) the check is one environment lookup.
 """
 from __future__ import annotations
@@ -30,7 +33,8 @@ def point(name: str, *args) -> None:
         return
     want = spec.split(":")
     if want[0] == name and [str(a) for a in args][:len(want) - 1] == want[1:]:
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+        sig = os.environ.get("IAABENCH_FAULT_SIGNAL")
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig}") if sig else getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def disk_full(path) -> None:

@@ -171,9 +171,14 @@ def write_record(record: dict, predictions: Predictions, root: Path | None = Non
     record = {"schema": SCHEMA, "run_id": rid, **record, "predictions": f"{rid}.predictions.csv",
               "predictions_sha256": sha256_bytes(csv_text.encode("utf-8"))}
     record = stamp(strict_record(json.loads(json.dumps(record, default=_jsonable))))
-    atomic_write(folder / record["predictions"], csv_text)
     path = folder / f"{rid}.json"
-    atomic_write(path, _record_text(record), fault="before-record-rename")
+    try:
+        atomic_write(folder / record["predictions"], csv_text)
+        atomic_write(path, _record_text(record), fault="before-record-rename")
+    except OSError:  # a failed write (disk full: io.WriteError): no half record, orphan predictions or claim left
+        (folder / record["predictions"]).unlink(missing_ok=True)
+        (folder / f".{rid}.claim").unlink(missing_ok=True)
+        raise
     (folder / f".{rid}.claim").unlink(missing_ok=True)
     return path
 

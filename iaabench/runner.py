@@ -19,11 +19,11 @@ from .contamination import TrainedOn, guard
 from .data.samples import DatasetSplits, carve_validation, sha256_file
 from .errors import ConfigError, IAAError
 from .evaluate import predict, score_predictions
-from .paths import runs_dir
+from .paths import cache_dir, results_dir, runs_dir
 from .plan import RunConfig, RunPlan, recipe_for, resolve
 from .protocol import load_protocol
 from .results import environment, git_state, write_record
-from .train import train
+from .train import check_predictions, check_steps, live, lr_hint, model_state, train
 
 __all__ = ["RunConfig", "RunPlan", "resolve", "execute", "resolve_recipe", "sources", "run_dir_for"]
 
@@ -33,21 +33,31 @@ def resolve_recipe(cfg: RunConfig) -> Recipe:
     return recipe_for(cfg)
 
 
-def run_dir_for(plan: RunPlan) -> tuple[Path, bool]:
-    """(checkpoint folder, resumed?), under `runs/<dataset>/<model>/<plan key>/`. `--resume`
-    continues the newest unfinished run of the same plan; otherwise a fresh folder, so
-    concurrent runs never share one."""
-    base = runs_dir() / plan.dataset / plan.model / plan.key()
-    if plan.resume and base.is_dir():
-        unfinished = sorted((p for p in base.iterdir() if (p / "last.pt").is_file() and not (p / "done").exists()),
-                            key=lambda p: p.stat().st_mtime)
-        if unfinished:
-            return unfinished[-1], True
-    from .results import new_run_id
+def run_dir_for(plan: RunPlan):
+    """The run's checkpoint folder (`checkpoints.RunFolder`: path, resumed?), under
+    `runs/<dataset>/<model>/<plan key>/`, locked by this process until its record is written.
+    `--resume` continues the newest unfinished run of the plan that no other process holds (and
+    refuses, naming the process, if another holds it); otherwise a fresh folder, so concurrent
+    runs never share one."""
+    from .checkpoints import open_run_folder
 
-    rid = new_run_id(base)
-    (base / f".{rid}.claim").unlink(missing_ok=True)
-    return base / rid, False
+    return open_run_folder(runs_dir() / plan.dataset / plan.model / plan.key(), plan.resume)
+
+
+def check_folders(plan: RunPlan, model=None) -> None:
+    """Before any work: the folders the run writes can be written and have about the space it
+    needs (`io.check_writable`): results, runs (with `model`: its checkpoints' size,
+    `checkpoints.checkpoint_bytes`) and, for `--fast`, the cache."""
+    from .checkpoints import checkpoint_bytes
+    from .io import check_writable
+
+    check_writable(Path(plan.results_root) if plan.results_root else results_dir(),
+                   "results folder (IAABENCH_RESULTS)", 1 << 20)
+    if plan.train:
+        check_writable(runs_dir(), "runs folder (IAABENCH_RUNS)",
+                       checkpoint_bytes(model, model_state(model)) if model is not None else 0)
+    if plan.fast or getattr(model, "feature_cache", False):
+        check_writable(cache_dir(), "cache folder (IAABENCH_CACHE)")
 
 
 def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe, parts: dict, rank: int = 0,
@@ -116,6 +126,8 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     protocol = load_protocol()
     dp = protocol.dataset(plan.dataset)
     recipe = plan.recipe_obj()
+    if ranks.main:
+        check_folders(plan)
     data = api.load_dataset(plan.dataset, root=plan.data_root, split=plan.split, images=plan.images,
                             strict=plan.strict, **{**dp.options, **plan.dataset_options})
     scale_max = float(data.scale[1])
@@ -140,6 +152,8 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     torch.manual_seed(plan.seed)
     model = api.create_model(plan.model, head=plan.head, pretrained=plan.pretrained, weights=plan.weights,
                              **recipe.options)
+    if ranks.main:
+        check_folders(plan, model)  # now with the size of its checkpoints
     # closed-form baselines (`constant`) are fitted on the training samples instead of trained
     fitted = model.fit(train_s, scale_max) if plan.train and getattr(model, "fits_from_samples", False) else None
     if plan.sync_bn:
@@ -149,11 +163,13 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     training = plan.train and recipe.epochs > 0
     src = sources(plan, data, model, recipe, {"train": train_s if training else [], "val": val_s if training else [],
                                               "test": test}, rank, world_size)
-    outcome = None
+    outcome = folder = None
     t_train = 0.0
     checkpoint = last_checkpoint = None
     if training:
-        run_dir, resumed = distributed.broadcast(run_dir_for(plan) if ranks.main else None, ranks)  # rank 0's
+        check_steps(src["train"], recipe)  # a recipe that can make no optimizer step: refused before any folder
+        folder = run_dir_for(plan) if ranks.main else None  # held (locked) until the record is written
+        run_dir, resumed = distributed.broadcast((folder.path, folder.resumed) if folder else None, ranks)  # rank 0's
         if resumed:
             log(f"resuming from {run_dir}")
         logger = None
@@ -165,7 +181,7 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
             outcome = train(model, src["train"], src["val"], recipe, scale_max=scale_max, device=plan.device,
                             seed=plan.seed, run_dir=run_dir, resume=resumed, strict=plan.strict, progress=progress,
                             ranks=ranks,
-                            on_epoch=logger, meta={"trained_on": trained_on.to_dict()})
+                            on_epoch=logger, meta={"trained_on": trained_on.to_dict()}, log=log)
         finally:
             if logger is not None:
                 logger.close()
@@ -180,6 +196,14 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     preds, failed = predict(model, src["test"], scale_max=scale_max, device=plan.device, strict=plan.strict,
                             progress=progress, notes=test_notes, precision=plan.eval_precision, ranks=ranks)
     t_eval = time.perf_counter() - t0
+    if ranks.main and not live(progress):
+        log(f"evaluated {len(preds.image_id)} test images in {t_eval:.1f} s ({len(test) / max(t_eval, 1e-9):.1f} "
+            "images/s)")
+    # constant or non-finite predictions are no result: no record (the `constant` baseline is one by design)
+    check_predictions(preds.pred, f"the test predictions after training (best epoch {outcome.best_epoch})" if outcome
+                      else f"the test predictions of {plan.weights or plan.model}",
+                      lr_hint(recipe) if outcome else "check that the weights are this model's (and --head); "
+                      "no result record was written", constant_ok=getattr(model, "constant_predictions", False))
     if len(preds.image_id) < 3:
         raise IAAError(f"only {len(preds.image_id)} test images could be evaluated; see the skipped images")
     if not ranks.main:  # every rank holds the gathered predictions; rank 0 scores them and writes the record
@@ -202,6 +226,8 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
     # images used after a conversion (CMYK, 16-bit, PNG in a .jpg, upscaled): counted, never silent
     notes = [{"where": w, "note": n, "stage": "train"} for w, n in sorted(outcome.notes.items())] if outcome else []
     notes += [{"where": w, "note": n, "stage": "test"} for w, n in sorted(test_notes.items())]
+    if outcome and outcome.resume_note:  # last.pt was unreadable: resumed from last.prev.pt
+        notes.append({"where": str(run_dir / "last.pt"), "note": outcome.resume_note, "stage": "resume"})
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": plan.model, "family": plan.family, "head": plan.head, "dataset": plan.dataset,
@@ -248,7 +274,7 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
                     "eval_images_per_s": round(len(test) / t_eval, 2) if t_eval else None},
     }
     path = write_record(record, preds, root=Path(plan.results_root) if plan.results_root else None)
-    if outcome:
-        (run_dir / "done").write_text(str(path) + "\n")
+    if outcome and folder is not None:
+        folder.finish(path)  # the `done` marker; the folder is free again
     distributed.barrier(ranks)  # the other ranks wait for the record
     return record, path

@@ -351,6 +351,12 @@ def run_sweep(matrix: Matrix, *, executor: str = "local", dry_run: bool = False,
         raise ConfigError(f"--executor {executor}: expected one of {', '.join(EXECUTORS)}")
     if executor == "slurm" and not dry_run:
         require_sbatch()  # before anything is resolved or submitted
+    if not dry_run:  # before any work: the summary, records and checkpoints can be written (each plan checks its own)
+        from .io import check_writable
+        from .paths import runs_dir
+
+        check_writable(results_dir(), "results folder (IAABENCH_RESULTS)", 1 << 20)
+        check_writable(runs_dir(), "runs folder (IAABENCH_RUNS)")
     entries, skipped = expand(matrix)
     refresh_states(entries)
     if dry_run:

@@ -40,9 +40,12 @@ def tiny_tad66k(dest: Path, n_train: int = 13, n_test: int = 6) -> Path:
     return dest
 
 
-def run_args(root: Path) -> list[str]:
-    return ["run", "--model", "nima", "--dataset", "synth-tad66k", "--data-root", str(root), "--epochs", "2",
-            "--batch-size", "4", "--device", "cpu", "--seed", "3"]
+def run_args(root: Path, epochs: int = 2) -> list[str]:
+    """A tiny run whose model tells the images apart (the pinned recipe's BatchNorm averages: a
+    randomly initialised trunk in eval mode otherwise predicts one value for every image, which
+    is refused as a result)."""
+    return ["run", "--model", "nima", "--dataset", "synth-tad66k", "--data-root", str(root), "--recipe", "pinned",
+            "--epochs", str(epochs), "--batch-size", "4", "--device", "cpu", "--seed", "3"]
 
 
 def iaabench(args: list[str], fault: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from PIL import Image
 import iaabench
 from iaabench.cards import load_card
 from iaabench.data.samples import Sample
-from iaabench.errors import ConfigError, ImageError
+from iaabench.errors import ConfigError, IAAError, ImageError
 from iaabench.evaluate import predict
 from iaabench.train import build_optimizer, train
 
@@ -88,3 +88,86 @@ def test_recipe_groups_must_match_the_model(tiny):
         build_optimizer(_model(), bad)
     with pytest.raises(ConfigError, match="no parameter group 'neck'"):
         recipe.with_overrides(lr={"neck": 1e-3})
+
+
+class _SignalAt:
+    """A progress bar that sends `sig` to this process after training step `step` (counted over
+    the epochs): the signal arrives in the middle of an epoch, as a preemption does."""
+
+    console = None  # no terminal: the trainer logs plain lines
+
+    def __init__(self, sig: int, step: int):
+        self.sig, self.step, self.done = sig, step, 0
+
+    def add_task(self, *a, **kw):
+        return 0
+
+    def update(self, task, advance=0, **kw):
+        self.done += advance
+        if advance and self.done == self.step:
+            import os
+
+            os.kill(os.getpid(), self.sig)
+
+
+def test_sigterm_checkpoints_the_step_and_the_resumed_run_matches_the_uninterrupted_one(tiny, tmp_path):
+    """24 training images in batches of 8: 3 steps an epoch. SIGTERM after step 5 (epoch 2,
+    step 2) saves that step; the resumed run skips the 2 steps, restores the RNG and ends with
+    the uninterrupted run's weights and history."""
+    import json
+    import signal
+
+    from iaabench.checkpoints import Preempted
+    from iaabench.weights import safe_load
+
+    samples, recipe = tiny
+    m1, out1 = _fit(samples, recipe, tmp_path / "a")
+    name, sig = "SIGTERM", signal.SIGTERM
+    before = signal.getsignal(sig)
+    lines = []
+    with pytest.raises(Preempted) as e:
+        _fit(samples, recipe, tmp_path / "b", progress=_SignalAt(sig, 5), log=lines.append)
+    assert e.value.exit_code == 128 + sig
+    assert not isinstance(e.value, Exception)  # a stop, not a failure: a sweep does not go on to its next plan
+    assert e.value.message == (f"stopped by {name} in epoch 2 after step 2; the checkpoint of that step is "
+                               f"{tmp_path / 'b' / 'last.pt'}")
+    assert "--resume" in e.value.hint
+    assert signal.getsignal(sig) == before  # the trainer's handler is gone
+    assert [x.split(":")[0] for x in lines] == ["epoch 1/2"]  # the plain line of the finished epoch
+    ck = safe_load(tmp_path / "b" / "last.pt")
+    assert ck["epoch"] == 0 and ck["partial"]["epoch"] == 1 and ck["partial"]["steps"] == 2
+    assert safe_load(tmp_path / "b" / "last.prev.pt")["epoch"] == 0 and "partial" not in safe_load(
+        tmp_path / "b" / "last.prev.pt")
+    m2, out2 = _fit(samples, recipe, tmp_path / "b", resume=True)
+    assert json.dumps(out2.history) == json.dumps(out1.history) and out2.best_epoch == out1.best_epoch
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_zero_steps_are_refused_before_training(tiny, tmp_path):
+    samples, recipe = tiny
+    with pytest.raises(ConfigError, match="batch size 64 is larger than the 24 training images"):
+        _fit(samples, replace(recipe, batch_size=64), tmp_path / "a")
+    assert not list((tmp_path / "a").glob("*.pt"))
+
+
+def test_an_epoch_without_a_step_ends_the_run(tiny, tmp_path):
+    """Every training image unusable: no batch keeps 2 images, no optimizer step is made."""
+    samples, recipe = tiny
+    for s in samples[:24]:
+        s.path.write_bytes(b"")
+    with pytest.raises(IAAError, match="epoch 1 made no optimizer step: every batch lost images"):
+        _fit(samples, recipe, tmp_path / "a")
+
+
+def test_sigusr1_a_clusters_preemption_warning_stops_at_the_next_step_too(tiny, tmp_path):
+    import signal
+
+    from iaabench.checkpoints import Preempted
+    from iaabench.weights import safe_load
+
+    samples, recipe = tiny
+    with pytest.raises(Preempted, match="stopped by SIGUSR1 in epoch 1 after step 1") as e:
+        _fit(samples, replace(recipe, epochs=1), tmp_path / "a", progress=_SignalAt(signal.SIGUSR1, 1))
+    assert e.value.exit_code == 128 + signal.SIGUSR1
+    assert safe_load(tmp_path / "a" / "last.pt")["partial"]["steps"] == 1

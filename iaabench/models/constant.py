@@ -30,6 +30,9 @@ class Constant(IAAModel):
 
     #: The runner calls `fit(train_samples, scale_max)` before evaluating.
     fits_from_samples = True
+    #: One prediction for every image is this model's result, not a failure: the runner records it
+    #: (with SRCC/PLCC undefined) where it refuses constant predictions of any other model.
+    constant_predictions = True
     #: Images are still decoded (every test image counted, unusable ones skipped) but not looked at.
     input = InputSpec(size=32)
 
