@@ -142,6 +142,15 @@ def write_performance_page(folder: str | Path | None = None, out: str | Path | N
         "resident size so far (it only grows within a run); on a GPU it is the peak allocated during that "
         "measurement.",
         "",
+        "The *images* column gives the mean width, height and JPEG size of the data each record ran on: the "
+        "synthetic datasets' images are small (about 170x150 px, 9 KB), so their rows overstate the speed on "
+        "real photos; rows marked *(photo)* ran on a photo-size copy (`iaabench bench --photo`: 800 px on the "
+        "long side, JPEGs of about 90 KB like AVA's and TAD66K's) and stand beside the small-image rows of the "
+        "same model. Timed windows hold full batches only, of the shape the warm-up ran. The reference path and "
+        "the cache build resize with torch's antialiased uint8 resize (PIL's pixels: mean absolute difference "
+        "about 0.002 of 255 levels); a *draft decoding* row used the opt-in reduced-scale JPEG decoding, whose "
+        "pixel difference is given with its command.",
+        "",
         "## Targets",
         "",
         "| target | required | measured | status | record |",
