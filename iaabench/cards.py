@@ -64,8 +64,10 @@ class Recipe:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["train_transforms"] = asdict(self.train_transforms)
-        d["test_transforms"] = asdict(self.test_transforms)
+        for k in ("train_transforms", "test_transforms"):
+            d[k] = asdict(getattr(self, k))
+            if d[k]["max_side"] is None:  # only native-resolution models have one: other plans keep their keys
+                del d[k]["max_side"]
         return d
 
     @classmethod

@@ -16,6 +16,7 @@ from . import api, distributed
 from .cards import Recipe
 from .data.batches import eval_workers, make_source
 from .contamination import TrainedOn, guard
+from .data.cache import can_cache
 from .data.samples import DatasetSplits, carve_validation, sha256_file
 from .errors import ConfigError, IAAError
 from .evaluate import predict, score_predictions
@@ -254,7 +255,9 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
                            "precision": plan.eval_precision,
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
                            "data_path": "cached features" if getattr(model, "feature_cache", False) else
-                           "fast (cached pixels)" if plan.fast else "reference (PIL decode every epoch)"},
+                           "fast (cached pixels)" if plan.fast and can_cache(recipe.test_transforms) else
+                           "reference (PIL decode every epoch)" + (": --fast asked, but the pixel cache stores one "
+                                                                   "fixed size and this input has none" if plan.fast else "")},
             # every data path resizes with pipeline.resize_pil (what it calls is the recorded commit's; the
             # Pillow and torch versions are under packages)
             "resize": {"implementation": "iaabench.data.pipeline.resize_pil",

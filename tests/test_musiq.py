@@ -68,6 +68,21 @@ def test_variable_size_batches_equal_single_images(small):
     assert float((singles[0] - singles[1]).abs().max()) > 0
 
 
+def test_a_nan_padded_batch_describes_its_own_sizes(small):
+    """What the data path gives for native resolution (pipeline.pad_to_largest): NaN-padded
+    top-left, each image read at its own extent, equal to the images one by one."""
+    from iaabench.data.pipeline import pad_to_largest
+
+    a, b = torch.rand(3, 70, 100), torch.rand(3, 90, 64)
+    x, sizes = pad_to_largest([a[None], b[None]])
+    assert x.shape == (2, 1, 3, 90, 100) and sizes.tolist() == [[70, 100], [90, 64]]
+    assert M.padded_sizes(x[:, 0]).tolist() == sizes.tolist()
+    with torch.no_grad():
+        singles = torch.cat([small(a[None]), small(b[None])])
+        assert torch.allclose(small(x[:, 0]), singles, atol=1e-5)
+        assert torch.allclose(small(x[:, 0], sizes=sizes), singles, atol=1e-5)
+
+
 def test_an_image_beyond_max_side_is_resized_with_a_note():
     torch.manual_seed(0)
     m = M.MUSIQ(max_side=128, **SMALL).eval()
@@ -121,3 +136,35 @@ def test_every_shared_musiq_case_passes():
         pytest.skip("shared reference/parity_cases_modern.json not found: set IAABENCH_SHARED to the shared folder")
     results = parity.run_parity(path, only=["musiq_ava"])
     assert len(results) == 8 and all(r["status"] == "pass" for r in results), parity.format_parity(results)
+
+
+def test_the_data_path_batches_native_images_with_their_sizes_and_caps_the_longer_side(tmp_path):
+    """Reference path for a native-resolution model: no square resize, images of one batch padded
+    with their sizes, a longer side beyond max_side resized with a note; a fixed-size model's
+    transform refuses mixed sizes with a message, never a stack error."""
+    from PIL import Image
+
+    from iaabench.data.batches import make_source
+    from iaabench.data.cache import can_cache
+    from iaabench.data.pipeline import TransformSpec
+    from iaabench.data.samples import Sample
+
+    sizes = [(100, 70), (64, 90), (400, 100)]  # (w, h); the last is beyond max_side 128
+    samples = []
+    for i, (w, h) in enumerate(sizes):
+        Image.new("RGB", (w, h), (10 * i, 100, 200)).save(tmp_path / f"{i}.jpg")
+        samples.append(Sample(str(i), tmp_path / f"{i}.jpg", 5.0))
+    model = M.MUSIQ(max_side=128, **SMALL)
+    spec = TransformSpec.from_dict({"resize": None}).with_input(model.input)
+    assert spec.resize is None and spec.max_side == 128 and not can_cache(spec)
+    batch = next(iter(make_source(samples, spec, 3, train=False).epoch(0)))
+    assert batch.sizes.tolist() == [[70, 100], [90, 64], [32, 128]] and batch.x.shape == (3, 1, 3, 90, 128)
+    assert dict(batch.notes) == {2: "resized from 400x100 to 128x32 (max_side 128)"}
+    with torch.no_grad():
+        out = model.eval()(batch.x[:, 0])
+    assert out.shape == (3, 10) and torch.isfinite(out).all() and model.notes == []
+    squash = TransformSpec.from_dict({"resize": None}).with_input(M.MUSIQ(fixed_size=64, **SMALL).input)
+    assert squash.policy == "squash" and squash.max_side is None  # fixed_size: no cap, squashed to the recipe size
+    fixed = TransformSpec(resize=None, policy="keep-aspect")
+    with pytest.raises(ConfigError, match="images of different sizes in one batch"):
+        next(iter(make_source(samples, fixed, 3, train=False).epoch(0)))

@@ -19,11 +19,13 @@ The AVA model as the reference PyTorch port computes it (IQA-PyTorch's `MUSIQ`, 
   LayerNorm, and the AVA head Linear(384, 10) + softmax on the class token.
 
 Input: one image at native size (B = 1), a batch of same-size images, a list of (3, h, w)
-images, or a top-left zero-padded batch with `sizes=(B, 2)` true heights and widths. Images of
+images, a top-left padded batch with `sizes=(B, 2)` true heights and widths, or a top-left
+NaN-padded batch alone (what the data path gives for a native-resolution transform,
+`pipeline.pad_to_largest`: each image's extent is where its pixels are not NaN). Images of
 different sizes are tokenised one by one and their sequences padded with masked tokens: the
 masked logits make the padding exact, so a prediction does not depend on the batch. An image
 whose longer side exceeds `max_side` is first resized to it (aspect kept), and the model records
-that in `notes` - never a memory error.
+that in `notes` - never a memory error (the data path caps it before, with a note in the record).
 """
 from __future__ import annotations
 
@@ -151,6 +153,12 @@ class Encoder(nn.Module):
         return self.encoder_norm(x)
 
 
+def padded_sizes(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2) true heights and widths of a top-left NaN-padded batch (B, C, H, W)."""
+    valid = ~torch.isnan(x[:, 0])
+    return torch.stack([valid.any(2).sum(1), valid.any(1).sum(1)], 1)
+
+
 def _hash_index(n: int) -> torch.Tensor:
     """The 10-cell grid index of each of n rows (or columns): arange(10) nearest-resized to n."""
     grid = torch.arange(GRID, dtype=torch.float32).view(1, 1, GRID)
@@ -192,8 +200,8 @@ class MUSIQ(IAAModel):
         if not self.scales or min(self.scales) < PATCH or hidden % heads:
             raise ConfigError(f"MUSIQ: scales {scales} must be longer sides >= {PATCH}, hidden {hidden} a multiple of heads {heads}")
         self.max_side = int(max_side)
-        # fixed_size: the data path squashes to that square (quick CPU recipes batch equal sizes);
-        # the default is the paper's native resolution.
+        # fixed_size: the data path squashes to that square; the default is the paper's native resolution
+        # (the data path pads batches of different sizes and caps the longer side at max_side).
         self.input = InputSpec(size=fixed_size, resize="squash" if fixed_size else "native", interpolation="bicubic",
                                mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), max_side=None if fixed_size else self.max_side)
         self.notes: list[str] = []
@@ -233,7 +241,9 @@ class MUSIQ(IAAModel):
             if x.dim() != 4 or x.shape[1] != 3:
                 raise ConfigError(f"MUSIQ takes (B, 3, H, W) images, a list of (3, h, w) images or a padded batch "
                                   f"with sizes=(B, 2); got shape {tuple(x.shape)}")
-            return [self.tokens(self._capped(x))]
+            if not torch.isnan(x).any():
+                return [self.tokens(self._capped(x))]
+            sizes = padded_sizes(x)
         if isinstance(x, torch.Tensor):
             sizes = torch.as_tensor(sizes).tolist()
             if len(sizes) != x.shape[0]:
