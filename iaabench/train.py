@@ -295,8 +295,8 @@ def train(model: IAAModel, train_data: BatchSource | Sequence[Sample], val_data:
             # all equal: allowed while the model has not yet told images apart (a random initialisation can
             # start so); after an epoch that did, it has collapsed (e.g. a learning rate far too high)
             varied = any(np.isfinite(h.get("val_srcc", np.nan)) for h in out.history)
-            check_predictions(vp.pred, f"epoch {epoch + 1}: the validation predictions", lr_hint(recipe),
-                              constant_ok=not varied)
+            check_predictions(vp.pred, f"training diverged in epoch {epoch + 1}: its validation predictions",
+                              lr_hint(recipe), constant_ok=not varied)
             entry["val_srcc"] = float(srcc(vp.true, vp.pred))
             entry["val_mse_unit"] = float(np.mean((vp.true - vp.pred) ** 2) / scale_max ** 2)
             score = entry["val_srcc"] if np.isfinite(entry["val_srcc"]) else -entry["val_mse_unit"]

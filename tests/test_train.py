@@ -171,3 +171,28 @@ def test_sigusr1_a_clusters_preemption_warning_stops_at_the_next_step_too(tiny, 
         _fit(samples, replace(recipe, epochs=1), tmp_path / "a", progress=_SignalAt(signal.SIGUSR1, 1))
     assert e.value.exit_code == 128 + signal.SIGUSR1
     assert safe_load(tmp_path / "a" / "last.pt")["partial"]["steps"] == 1
+
+
+@pytest.mark.parametrize("epoch2, problem", [
+    (lambda n: np.full(n, 7.0), "all 8 are 7: the model predicts one value for every image"),
+    (lambda n: np.where(np.arange(n) == 3, np.nan, 5.0 + np.arange(n)), "1 of 8 are not finite"),
+])
+def test_validation_predictions_that_collapse_or_diverge_end_the_run_naming_the_epoch(tiny, tmp_path, monkeypatch,
+                                                                                       epoch2, problem):
+    """Epoch 1's validation predictions vary (here set so), epoch 2's are one value, or one is
+    NaN: the run ends in epoch 2 (`tune` prunes such a trial: the message says "diverged")."""
+    import iaabench.train as T
+
+    real, calls = T.predict, []
+
+    def predict_(model, source, **kw):
+        p, failed = real(model, source, **kw)
+        calls.append(1)
+        p.pred = np.linspace(3.0, 8.0, len(p.pred)) if len(calls) == 1 else epoch2(len(p.pred))
+        return p, failed
+
+    monkeypatch.setattr(T, "predict", predict_)
+    samples, recipe = tiny
+    with pytest.raises(IAAError, match=f"training diverged in epoch 2: its validation predictions: {problem}") as e:
+        _fit(samples, recipe, tmp_path / "a")
+    assert "lower the learning rates (--lr GROUP=VALUE; this recipe's: backbone=" in e.value.hint
