@@ -14,7 +14,7 @@ import torch
 
 from . import api, distributed
 from .cards import Recipe
-from .data.batches import eval_workers, make_source
+from .data.batches import cache_pool, eval_workers, make_source
 from .contamination import TrainedOn, guard
 from .data.cache import can_cache
 from .data.samples import DatasetSplits, carve_validation, sha256_file
@@ -88,8 +88,8 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
             out[name] = CropSource(samples, recipe.train_transforms, recipe.batch_size, train=True, fast=cfg.fast,
                                    cache_key=key, device=cfg.device, workers=cfg.workers, **kw)
             continue
-        # training and validation read one cache of the split's whole training list (shared by seeds)
-        pool = None if name == "test" else list(data.splits["train"]) + list(data.splits.get("val") or [])
+        # training (and validation at the same size) read one cache of the split's whole training list
+        pool = cache_pool(name, data.splits, recipe.train_transforms, recipe.test_transforms)
         fast = "require" if cfg.fast and getattr(cfg, "fast_require", False) else cfg.fast
         out[name] = make_source(samples, recipe.train_transforms if train else recipe.test_transforms,
                                 batch if train else recipe.eval_batch_size, train=train,

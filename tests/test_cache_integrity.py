@@ -190,3 +190,15 @@ def test_fast_option_values():
 def test_evaluation_uses_workers_by_default_for_large_sets():
     assert eval_workers(3, 10) == 3 and eval_workers(0, 10) == 0
     assert eval_workers(0, 10_000) == min(cache_mod.default_workers(), 8) >= 1
+
+
+def test_a_runs_parts_pick_their_cache_pool(samples):
+    from iaabench.data.batches import cache_pool
+
+    splits = {"train": samples[:10], "test": samples[10:12]}
+    same, other = TransformSpec(resize=(40, 48), crop=32, flip=True), TransformSpec(resize=(40, 48), crop=32)
+    assert cache_pool("train", splits, same, other) == samples[:10]
+    assert cache_pool("val", splits, same, other) == samples[:10]  # same stored rows: one cache
+    assert cache_pool("val", splits, same, TransformSpec(resize=(32, 32))) is None  # another size: its own
+    assert cache_pool("test", splits, same, other) is None
+    assert cache_pool("train", {**splits, "val": samples[12:]}, same, other) == samples[:10] + samples[12:]

@@ -182,3 +182,24 @@ def eval_workers(workers: int, n_images: int) -> int:
     from .cache import default_workers
 
     return min(default_workers(), EVAL_WORKERS_MAX)
+
+
+def cache_pool(part: str, splits: dict, train_spec: TransformSpec, test_spec: TransformSpec) -> list | None:
+    """The sample list a run part's pixel cache is made of (see `CachedSource`): the split's whole
+    training list (with its validation set, where the split defines one) for training, and for
+    validation when it is stored at the training size (one cache then serves both, whatever the
+    seed's carve-out); else None: the part's own list (the test set; a validation set stored at
+    another size, which would otherwise decode the whole training list a second time)."""
+    if part == "test" or (part == "val" and _rows_of(train_spec) != _rows_of(test_spec)):
+        return None
+    return list(splits["train"]) + list(splits.get("val") or [])
+
+
+def _rows_of(spec: TransformSpec):
+    """What decides a cached row's pixels (as in `cache.make_key`), or None when not cacheable."""
+    from .cache import can_cache, stored_size
+
+    if not can_cache(spec):
+        return None
+    size = stored_size(spec)
+    return tuple(spec.resize), size, spec.interpolation, spec.crop if size != tuple(spec.resize) else None
