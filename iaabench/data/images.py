@@ -57,14 +57,14 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS,
                 fmt = im.format or "?"
                 if path.suffix.lower() not in _FORMAT_EXT.get(fmt, {path.suffix.lower()}):
                     notes.append(f"{fmt} content in a {path.suffix} file")
-                orientation = exif_orientation(im)
-                if orientation not in (None, 1):
-                    notes.append(exif_note(orientation))
                 if im.mode in ("RGB", "RGBA") and any(";16" in str(t[3]) for t in im.tile or () if len(t) > 3):
                     notes.append("reduced 16-bit samples to 8-bit")  # Pillow does it while decoding
                 if draft and fmt == "JPEG":
                     im.draft("RGB", tuple(draft))
                 im.load()
+                orientation = exif_orientation(im)  # after load: Pillow's PNG getexif() loads the image
+                if orientation not in (None, 1):
+                    notes.append(exif_note(orientation))
                 if im.mode != "RGB":
                     notes.append(f"converted {im.mode} to RGB")
                     im = _to_rgb(im)
