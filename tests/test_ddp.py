@@ -149,22 +149,39 @@ def test_execute_on_several_ranks_needs_a_process_group():
 def test_nproc_starts_the_same_command_through_torchrun(monkeypatch):
     from typer.testing import CliRunner
 
+    from iaabench import runner
     from iaabench.cli import app
+    from iaabench.commands import run as run_command
 
-    seen = []
-    monkeypatch.setattr(distributed, "launch", lambda n, argv: seen.append((n, argv)) or 0)
-    r = CliRunner().invoke(app, ["run", "--nproc", "2", "--model", "nima", "--dataset", "synth-tad66k",
-                                 "--batch-size", "8", "--lr", "head=0.001", "--option", "n=50", "--fast",
-                                 "--device", "cpu", "--epochs", "1"])
+    launched, resolved = [], []
+    monkeypatch.setattr(distributed, "launch", lambda n, argv: launched.append((n, argv)) or 0)
+    plans = run_command._plans
+    monkeypatch.setattr(run_command, "_plans", lambda *a, **k: resolved.append(plans(*a, **k)) or resolved[-1])
+    args = ["run", "--nproc", "2", "--model", "nima", "--dataset", "synth-tad66k", "--batch-size", "8", "--lr",
+            "head=0.001", "--option", "n=50", "--fast", "--device", "cpu", "--epochs", "1"]
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    [(n, argv)] = seen
-    assert n == 2 and argv[0] == "run" and "--nproc" not in argv and "--fast" in argv
-    for flag, value in (("--epochs", "1"), ("--batch-size", "8"), ("--lr", "head=0.001"), ("--option", "n=50"),
-                        ("--device", "cpu")):
-        assert argv[argv.index(flag) + 1] == value, flag
+    [(n, argv)] = launched
+    assert n == 2 and argv[0] == "run" and not any(a.startswith("--nproc") for a in argv)
+    for given in ("--epochs=1", "--batch-size=8", "--lr=head=0.001", "--option=n=50", "--device=cpu", "--fast=on"):
+        assert given in argv, given
+
+    # each started process resolves the plan the launcher resolved (its world size comes from torchrun)
+    class Stop(Exception):
+        pass
+
+    def execute(plan, *a, **k):
+        raise Stop(plan)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    started = CliRunner().invoke(app, argv).exception
+    assert isinstance(started, Stop), started
+    [[plan]] = resolved[:1]
+    assert plan.world_size == 2 and {**started.args[0].to_dict(), "world_size": 2} == plan.to_dict()
+
     r = CliRunner().invoke(app, ["run", "--nproc", "3", "--model", "nima", "--dataset", "synth-tad66k",
                                  "--batch-size", "8", "--device", "cpu"])
-    assert r.exit_code != 0 and isinstance(r.exception, ConfigError) and len(seen) == 1  # refused before launching
+    assert r.exit_code != 0 and isinstance(r.exception, ConfigError) and len(launched) == 1  # refused before launching
 
 
 # -- end to end: two gloo ranks ----------------------------------------------------------------------

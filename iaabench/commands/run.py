@@ -124,8 +124,8 @@ def _argv(command: str, options: dict) -> list[str]:
         flag = next((d for d in opt.param_decls if d.startswith("--")), "--" + name.replace("_", "-"))
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + flag[2:])
-        else:
-            args += [a for v in (value if isinstance(value, list) else [value]) for a in (flag, str(v))]
+        else:  # --flag=value: also for an option whose value is optional (--fast[=require])
+            args += [f"{flag}={v}" for v in (value if isinstance(value, list) else [value])]
     return args
 
 
