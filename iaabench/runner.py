@@ -68,7 +68,8 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
     reference path. `cfg` gives seed, device, workers, fast, strict and dataset."""
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
     kw = dict(seed=cfg.seed, rank=rank, world_size=world_size)
-    batch = distributed.per_rank_batch(recipe.batch_size, world_size)  # --batch-size is the global batch
+    # --batch-size is the global batch: each rank takes its share
+    batch = distributed.per_rank_batch(recipe.batch_size, world_size) if parts.get("train") else recipe.batch_size
     if getattr(model, "feature_cache", False):  # frozen trunk: features once, then the head
         from .features import FeatureStore
 

@@ -138,6 +138,23 @@ def test_batch_size_is_global_and_world_size_keys_only_batch_dependent_models():
         resolve(model="nima", dataset="synth-tad66k", sync_bn=True, device="cpu")
 
 
+def test_each_rank_trains_on_its_share_of_the_global_batch_and_evaluates_its_shard():
+    from iaabench import api
+    from iaabench.runner import sources
+
+    data = api.load_dataset("synth-tad66k", n=50, progress=False)
+    model = api.create_model("nima", pretrained="none")
+    train, test = data.splits["train"], data.splits["test"]
+    plan = resolve(model="nima", dataset="synth-tad66k", batch_size=8, world_size=2)
+    src = sources(plan, data, model, plan.recipe_obj(), {"train": train, "val": [], "test": test}, 1, 2)
+    assert (src["train"].batch_size, src["train"].rank, src["train"].world_size) == (4, 1, 2)
+    assert src["test"].batch_size == plan.recipe["eval_batch_size"] and src["test"].rank == 1
+    # evaluating only: the training batch need not divide by the processes
+    ev = resolve(model="nima", dataset="synth-tad66k", batch_size=8, world_size=3, train=False)
+    src = sources(ev, data, model, ev.recipe_obj(), {"train": [], "val": [], "test": test}, 2, 3)
+    assert (src["test"].rank, src["test"].world_size) == (2, 3)
+
+
 def test_execute_on_several_ranks_needs_a_process_group():
     from iaabench.runner import execute
 
