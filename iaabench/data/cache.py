@@ -498,10 +498,12 @@ _W: dict = {}
 
 def _worker_init(pixels: str, resize, crop, size, interpolation: str = "bilinear", draft: bool = False,
                  threads: bool = True) -> None:
-    if threads:  # one torch thread per decoding process: the processes share the cores
+    if threads:  # a pool process: one torch thread (the processes share the cores); the pool's
+        import signal  # terminate() is its SIGTERM, not the command's handler (no traceback)
         import torch
 
         torch.set_num_threads(1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _W.update(fd=os.open(pixels, os.O_WRONLY), resize=tuple(resize), crop=crop, size=tuple(size),
               interpolation=interpolation, draft=draft)
 
