@@ -5,11 +5,12 @@ shape (B, crops, C, H, W), normalized float, on `device`; the positions in the s
 the images that could not be used), in the same seeded order, with the same per-image random
 crops and flips, drawn from the same `item_generator(seed, epoch, i)` in the same order as
 `pipeline.apply_crops_flip`. Because the cache stores the very pixels the reference path
-computes (PIL decode + resize), the two paths give identical tensors on the CPU; a recipe
+computes (PIL decode, then `pipeline.resize_pil`), the two paths give identical tensors on the CPU; a recipe
 therefore gives the same metrics through both (up to run-to-run noise on a GPU).
 
 Where the work happens:
-- once per cache: decode + resize with PIL in worker processes (`open_cache`);
+- once per cache: decode (PIL) + resize (torch's antialiased uint8 resize for bilinear/bicubic
+  downscales) in worker processes on every core (`open_cache`); checked at every opening;
 - per batch, host side: copy the batch's uint8 rows out of the memory-mapped file and draw
   the crops and flips;
 - CPU device: crop, flip and normalize each image on the host, with the reference path's
