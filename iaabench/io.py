@@ -213,24 +213,34 @@ def holder(path: str | Path) -> int | None:
 
 
 def check_writable(folder: str | Path, what: str, need: int = 0) -> Path:
-    """Check before any work that `folder` (made if missing) can be written and has about
-    `need` bytes free (plus a margin of 16 MiB); an `IAAError` names the folder otherwise.
-    `what` says what the folder is for (e.g. "results folder (IAABENCH_RESULTS)")."""
-    folder = Path(folder).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".iaabench-write-check.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise IAAError(f"the {what} {folder} cannot be written: {e.strerror or e}",
-                       f"make {folder} writable, or point iaabench at another folder") from None
+    """Check before any work that `folder` can be written (or, if missing, made: its nearest
+    existing parent is checked; nothing is created) and has about `need` bytes free (plus a
+    margin of 16 MiB); an `IAAError` names the folder otherwise. `what` says what the folder is
+    for (e.g. "results folder (IAABENCH_RESULTS)")."""
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise IAAError(f"the {what} {folder} cannot be written: {existing} is a file, not a folder",
+                       f"remove {existing}, or point iaabench at another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "the file system is read-only" if _read_only(existing) else "permission denied"
+        raise IAAError(f"the {what} {folder} cannot be written: {why} ({existing})",
+                       f"make {existing} writable, or point iaabench at another folder")
     need += 16 << 20
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(existing).free
     if free < need:
         raise IAAError(f"the {what} {folder} has {_size(free)} free; this needs about {_size(need)}",
                        f"free space on its disk, or point iaabench at another folder")
     return folder
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def _size(n: int) -> str:

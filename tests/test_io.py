@@ -116,7 +116,11 @@ def test_check_writable_names_the_folder_and_the_space(tmp_path, monkeypatch):
     from iaabench.io import check_writable
 
     assert check_writable(tmp_path / "new" / "results", "results folder") == tmp_path / "new" / "results"
-    assert not list((tmp_path / "new" / "results").iterdir())  # its probe file is gone
+    assert not (tmp_path / "new").exists()  # checked, not made: a command refused later leaves nothing behind
+    (tmp_path / "file").write_text("")
+    with pytest.raises(IAAError, match=f"the cache folder {tmp_path}/file/c cannot be written: {tmp_path}/file is a "
+                                       "file, not a folder"):
+        check_writable(tmp_path / "file" / "c", "cache folder")
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
