@@ -12,7 +12,7 @@ from .protocol import load_protocol
 SCHEMA = 1
 
 PHASE_TITLES = {
-    "cache_build": "cache build (decode once, PIL)",
+    "cache_build": "cache build (decode once)",
     "cache_build_gpu": "cache build (decode once, GPU)",
     "data": "data path (fast)",
     "model_step": "model step alone",
@@ -239,8 +239,11 @@ def _table(records: list[dict]) -> list[str]:
         draft = (r.get("cache") or {}).get("train", {}).get("draft_mean_abs_diff")
         if draft is not None:
             gpu_dec += f"; draft decoding: mean |difference| from the exact rows {draft} levels"
+        load = (r.get("load_average") or {}).get("before")
+        load = f"; load average {load[0]:g} at the start (a busy machine gives lower numbers)" \
+            if load and r["device"]["kind"] == "cpu" else ""
         commands.append(f"{i}. {r['model']} / {r['dataset']} on {r['device']['name']}, {r['date']} "
-                        f"({r['images']['train']} training {size}; torch {r['versions']['torch']}; "
+                        f"({r['images']['train']} training {size}{load}; torch {r['versions']['torch']}; "
                         f"record `{Path(r['path']).name}`{gpu_dec}): `{r['command']}`")
     lines += ["", "Images/s unless marked x. Batch: training/evaluation. Commands, in table order:", "", *commands, ""]
     return lines
