@@ -67,8 +67,10 @@ def test_execute_records_its_plan_mode_and_checkpoints(tmp_path, monkeypatch):
     from iaabench.runner import execute
 
     monkeypatch.setenv("IAABENCH_RUNS", str(tmp_path / "runs"))
-    plan = resolve(model="nima", dataset="synth-tad66k", dataset_options={"n": 50}, epochs=1, batch_size=8,
-                   split_seed=3, pretrained="none", results_root=tmp_path / "results")
+    # the pinned recipe's frozen random trunk tells images apart after one epoch (a run whose predictions
+    # are all one value is refused, not recorded)
+    plan = resolve(model="nima", dataset="synth-tad66k", recipe="pinned", dataset_options={"n": 50}, epochs=1,
+                   batch_size=8, split_seed=3, pretrained="none", results_root=tmp_path / "results")
     rec, path = execute(plan, log=lambda *a: None)
     assert rec["plan_key"] == plan.key() and RunPlan.from_dict(rec["plan"]) == plan and rec["mode"] == "trained"
     assert rec["split"]["validation"]["seed"] == 3 and rec["provenance"]["split_seed"] == 3
