@@ -166,6 +166,7 @@ def write_performance_page(folder: str | Path | None = None, out: str | Path | N
             v = _target_value(t, r)
             shown = f"{v:,.0f} {t['unit']}" if t["unit"] != "x" else f"{v:.2f}x"
             shown += " (torch.compile)" if r.get("compile") else ""
+            shown += " (draft decoding: other pixels)" if r.get("cache_mode") == "draft" else ""
             status = "met" if v >= t["min"] else "not met"
             lines.append(f"| {t['what']} | {req} | {shown} | {status} | {r['date']}, {r['device']['name']} |")
     lines += ["", "## GPU", ""]

@@ -36,6 +36,8 @@ from .protocol import load_protocol
 from .registry import dataset_info, model_info, probe_model
 
 MODES = ("trained", "eval-only")
+#: The evaluation batch on CUDA when `--eval-batch-size` is not given, for models that are not batch-coupled.
+CUDA_EVAL_BATCH_SIZE = 256
 
 
 @dataclass
@@ -202,6 +204,9 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
     _check_processes(req, recipe, training, bool(getattr(probe, "batch_dependent", False)))
     batch_dependent = bool(getattr(probe, "batch_dependent", False)) or \
         (training and recipe.loss in BATCH_LEVEL_LOSSES)
+    if req.eval_batch_size is None and str(req.device).startswith("cuda") and not getattr(probe, "batch_dependent", False):
+        # the card's evaluation batch matters only to a batch-coupled model; others evaluate in large batches on a GPU
+        recipe = recipe.with_overrides(eval_batch_size=max(recipe.eval_batch_size, CUDA_EVAL_BATCH_SIZE))
     return RunPlan(
         model=req.model, family=info.family, dataset=req.dataset, split=req.split or dp.split,
         split_seed=req.split_seed, seed=req.seed, recipe_name=recipe.name, recipe=_plain(recipe.to_dict()), head=head,
