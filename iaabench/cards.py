@@ -35,6 +35,7 @@ PUBLISHED_SPLITS: dict[str, dict[str, str]] = {
         "relic-random": "the ReLIC authors' random AVA split (reference/relic_eat.md)",
         "eat-release": "the split the EAT release's checkpoint was selected on (reference/relic_eat.md)",
         "vila-own": "the split of the VILA paper's AVA experiment (not read here)",
+        "qalign-own": "the AVA_test of the Q-Align release's model card (whether it is the official list: not read)",
     },
     "flickr-aes": {"piaa": "the personalized protocol: 37 test workers, k adaptation images each (`iaabench piaa`)"},
 }

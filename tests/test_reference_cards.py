@@ -87,8 +87,10 @@ def test_a_reference_only_card_with_recipes_is_refused(tmp_path, monkeypatch):
         cards.load_card.cache_clear()
 
 
-def test_the_shipped_vila_card_is_reference_only_with_sourced_numbers():
-    card = cards.load_card("vila")
-    assert card.reference_only and "vila" in registry.reference_models()
+@pytest.mark.parametrize("family, models", [("vila", {"vila"}), ("qalign", {"q-align", "one-align"})])
+def test_the_shipped_reference_cards_have_sourced_numbers(family, models):
+    card = cards.load_card(family)
+    assert card.reference_only and models <= set(registry.reference_models())
+    assert {row["model"] for row in card.reported} == models
     for row in card.reported:
-        assert row["split"] in cards.known_splits(row["dataset"]) and "http" in row["source"]
+        assert row["split"] in cards.known_splits(row["dataset"]) and "https://" in row["source"]
