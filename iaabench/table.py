@@ -109,6 +109,8 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=
 
     protocol = load_protocol()
     df = frame(root)
+    for flag in ("verified", "dirty"):  # bool even when empty (an empty object column would select columns)
+        df[flag] = df[flag].astype(bool)
     if runs is not None:
         df = df[df["run_id"].isin(set(runs))]
     info = {"problems": list(df.attrs.get("problems", [])),

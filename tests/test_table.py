@@ -240,3 +240,11 @@ def test_committed_results_render():
     cells, info = table.cell_frame(root, marks=False)
     assert not info["problems"]
     assert table.render("md", cells=cells) and table.render("csv", cells=cells).startswith("model,dataset,split")
+
+
+def test_the_table_of_an_empty_results_folder_lists_the_reported_numbers(tmp_path):
+    """A fresh machine has no records: every reported number is a "not run" row, nothing breaks."""
+    from iaabench.table import cell_frame
+
+    cells, info = cell_frame(root=tmp_path)
+    assert len(cells) and set(cells["mode"]) == {"not run"} and info["unverified"] == 0 and info["dirty"] == 0
