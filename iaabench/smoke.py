@@ -20,9 +20,13 @@ SMOKE_SRCC = 0.2
 def excused(model: str) -> str | None:
     """The card's reason why `model` cannot learn on the smoke recipe, or None."""
     from .cards import load_card
+    from .errors import IAAError
     from .registry import model_info
 
-    reason = (load_card(model_info(model).family).variants.get(model) or {}).get("smoke")
+    try:
+        reason = (load_card(model_info(model).family).variants.get(model) or {}).get("smoke")
+    except IAAError:  # a record of a model this iaabench does not register
+        return None
     return str(reason) if reason else None
 
 

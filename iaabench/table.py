@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import smoke
 from .cards import load_card
 from .errors import IAAError
 from .eval_orders import order_note
@@ -121,6 +122,9 @@ def cell_frame(root=None, include_dirty: bool = False, marks: bool = True, runs=
     unknown = sorted(set(df["dataset"]) - set(protocol.datasets))
     info["problems"] += [f"records on dataset '{d}', which has no entry in {protocol.path}: not shown" for d in unknown]
     df = df[df["dataset"].isin(protocol.datasets)]
+    # a model whose card says why it cannot learn on the smoke recipe stays out of the synthetic section
+    excused = {m for m in set(df["model"]) if smoke.excused(m)}
+    df = df[~(df["dataset"].map(is_synthetic).astype(bool) & df["model"].isin(excused))]
     datasets = list(protocol.leaderboard_datasets) + sorted(set(df["dataset"]) - set(protocol.leaderboard_datasets))
     tol = protocol.reproduce_tolerance
     out = []

@@ -31,3 +31,18 @@ def test_every_registered_model_is_listed_once():
 
     names = [m for m, _, _ in smoke.smoke_status(_frame([]))]
     assert names == list_models()
+
+
+
+def test_an_excused_model_is_left_out_of_the_synthetic_section(monkeypatch):
+    from test_table import record
+
+    from iaabench.table import cell_frame
+
+    record(model="nima", dataset="synth-tad66k", recipe=smoke.smoke_recipe("nima"))
+    record(model="musiq", dataset="synth-tad66k", recipe=smoke.smoke_recipe("musiq"))
+    record(model="musiq", dataset="tad66k")  # a real dataset's run stays, excused or not
+    monkeypatch.setattr(smoke, "excused", lambda m: "cannot learn in a CPU smoke run" if m == "musiq" else None)
+    cells, _ = cell_frame()
+    ran = cells[cells["mode"] == "trained"]
+    assert set(zip(ran["model"], ran["dataset"])) == {("nima", "synth-tad66k"), ("musiq", "tad66k")}
