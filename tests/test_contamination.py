@@ -138,7 +138,7 @@ def test_eval_of_weights_trained_on_test_images_stops_unless_allowed(tmp_path):
     assert 0 < n_seen < len(test_400)
     with pytest.raises(IAAError, match=rf"(?s){n_seen} of the {len(test_400)} test images .* --allow-overlap"):
         _eval(ck, 400, tmp_path)
-    assert not (tmp_path / "results").exists()  # stopped before any work: nothing written
+    assert not list((tmp_path / "results").rglob("*.json"))  # stopped before any work: no record
 
     rec = _eval(ck, 400, tmp_path, allow_overlap=True)
     assert rec["overlap"] == {"n_overlap": n_seen, "n_test": len(test_400), "allowed": True}
