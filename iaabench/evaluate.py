@@ -27,6 +27,7 @@ from .errors import ImageError
 from .metrics import compute_metrics, per_group
 from .results import Predictions
 from .device import autocast, flatten_crops, place_model
+from .fold import fold_batchnorm
 from .distributed import SINGLE, Ranks, gather_predictions
 
 
@@ -44,6 +45,7 @@ def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | N
     (default) or "bf16" autocast (`device.PRECISIONS`). With several `ranks`, `data` is this
     rank's shard and the result is every rank's, gathered (`distributed.gather_predictions`)."""
     place_model(model, device).eval()  # channels_last on CUDA
+    net = fold_batchnorm(model) if str(device) == "cpu" else model  # a copy with BatchNorm folded into convs
     min_last = 2 if getattr(model, "batch_dependent", False) else 1
     if not isinstance(data, BatchSource):  # decoding workers by default for a large set (`batches.eval_workers`)
         workers = eval_workers(workers, len(data))
@@ -63,7 +65,7 @@ def predict(model, data: BatchSource | Sequence[Sample], spec: TransformSpec | N
         if len(batch.index):
             b, crops = batch.x.shape[:2]
             with autocast(device, precision):
-                pred = model.predict(model(flatten_crops(batch.x, device)))
+                pred = net.predict(net(flatten_crops(batch.x, device)))
             # kept on the device: one copy to the host at the end, not one (and a wait) per batch
             scores.append(pred.score.float().reshape(b, crops).mean(1))
             if pred.dist is not None:

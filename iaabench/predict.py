@@ -36,6 +36,7 @@ from PIL import Image
 from .data.images import decode
 from .data.pipeline import TransformSpec, apply_crops_flip, item_generator, normalize, resize_pil, upscale_to
 from .errors import ConfigError, IAAError, ImageError, WeightsError
+from .fold import fold_batchnorm
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 THUMB_SIDE = 192
@@ -344,6 +345,8 @@ class Scorer:
             self.batch_size = 1
         self.min_last = 2 if getattr(source.model, "batch_dependent", False) else 1
         self.model = source.model.to(self.device).eval()
+        # on the CPU, as evaluation does: a copy with BatchNorm folded into the convolutions (`fold`)
+        self._net = fold_batchnorm(self.model) if str(self.device) == "cpu" else self.model
         self._autocast, self._flatten = autocast, flatten_crops
 
     @property
@@ -355,7 +358,7 @@ class Scorer:
         x = torch.stack(xs)
         b, crops = x.shape[:2]
         with self._autocast(self.device, "float32"):  # float32 as `eval` (evaluate.predict's default)
-            pred = self.model.predict(self.model(self._flatten(x, self.device)))
+            pred = self._net.predict(self._net(self._flatten(x, self.device)))
         score = pred.score.float().reshape(b, crops).mean(1).cpu().double().numpy() * self.scale[1]
         dist = pred.dist.float().reshape(b, crops, -1).mean(1).cpu().double().numpy() if pred.dist is not None else None
         return score, dist
