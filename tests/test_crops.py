@@ -149,7 +149,7 @@ def test_the_trainer_and_the_runner_use_crop_batches_when_the_recipe_says_so(tmp
         seed, device, workers, fast, strict, dataset = 0, "cpu", 0, False, False, "t"
 
     class Data:
-        dataset, split, label_files = "t", "s", {}
+        dataset, split, label_files, splits = "t", "s", {}, {"train": samples, "test": samples}
 
     src = sources(Cfg, Data, Tiny(), recipe, {"train": samples, "test": samples})
     assert isinstance(src["train"], CropSource) and not isinstance(src["test"], CropSource)
