@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from iaabench import cards, registry
 from iaabench.bench import TARGETS, read_bench_records, run_bench, write_performance_page
 from iaabench.data.samples import DatasetSplits, Sample
-from iaabench.models.base import IAAModel
+from tiny_model import Tiny
 
 CARD = """
 schema: 1
@@ -36,19 +35,6 @@ recipes:
       test: {resize: [32, 32]}
 recipe_for: {bench-unit: quick}
 """
-
-
-class Tiny(IAAModel):
-    head = "score"
-    input_size = 32
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 4, stride=4)
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(self.conv(x).mean((2, 3))))
 
 
 def _images(folder: Path, n: int) -> list[Sample]:
