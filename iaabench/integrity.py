@@ -27,6 +27,8 @@ import json
 import math
 from pathlib import Path
 
+from .data.samples import sha256_file
+
 SCHEMA = 2
 #: Schemas this iaabench reads (older ones migrated in memory).
 KNOWN_SCHEMAS = (1, SCHEMA)
@@ -43,14 +45,6 @@ def canonical(obj) -> bytes:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pointer(parts) -> str:
@@ -214,7 +208,7 @@ def verification(path: Path, rec: dict) -> tuple[str, str]:
         want = rec.get("predictions_sha256")
         if not isinstance(want, str):
             why.append("no predictions_sha256")
-        elif sha256_path(preds) != want:
+        elif sha256_file(preds) != want:
             why.append(f"predictions file {preds.name} changed after the record was written (sha256 differs)")
     if why:
         return "failed", "; ".join(why)
