@@ -67,8 +67,9 @@ class Recipe:
         d = asdict(self)
         for k in ("train_transforms", "test_transforms"):
             d[k] = asdict(getattr(self, k))
-            if d[k]["max_side"] is None:  # only native-resolution models have one: other plans keep their keys
-                del d[k]["max_side"]
+            for opt, default in (("max_side", None), ("exif", "ignore")):  # so other plans keep their keys
+                if d[k][opt] == default:
+                    del d[k][opt]
         return d
 
     @classmethod

@@ -45,7 +45,7 @@ import torch
 from PIL import Image
 
 from .data.batches import BatchSource
-from .data.images import load_rgb
+from .data.images import decode
 from .data.pipeline import TransformSpec, normalize, resize_pil, upscale_to
 from .data.samples import Sample
 from .errors import ConfigError, ImageError
@@ -73,7 +73,8 @@ def _ids_digest(samples: Sequence[Sample]) -> str:
 
 def cache_meta(samples: Sequence[Sample], spec: TransformSpec, key: dict, dim: int) -> dict:
     """Everything that identifies a feature file (it is hashed into the folder name)."""
-    return {"format": FORMAT_VERSION, "key": key, "transform": asdict(spec), "n": len(samples),
+    transform = {k: v for k, v in asdict(spec).items() if not (k == "exif" and v == "ignore")}  # keys kept
+    return {"format": FORMAT_VERSION, "key": key, "transform": transform, "n": len(samples),
             "ids_sha256": _ids_digest(samples), "dim": int(dim), "dtype": "float16"}
 
 
@@ -115,7 +116,7 @@ def fit_size(im: Image.Image, min_side: int = 0, max_side: int | None = None) ->
 def prepare_image(path: str | Path, spec: TransformSpec, min_side: int = 0,
                   max_side: int | None = None) -> tuple[torch.Tensor, list[str]]:
     """Decode and transform one image for extraction: (uint8 CHW tensor, notes). Raises ImageError."""
-    im, note = load_rgb(path)
+    im, note = decode(path, exif=spec.exif)
     notes = [note] if note else []
     im = resize_pil(im, spec.resize, spec.policy, spec.interpolation)
     im, note = fit_size(im, min_side, max_side)

@@ -7,7 +7,7 @@ recipe's fixed size, and its pixels are stored as one row of a memory-mapped fil
 fits in RAM; AVA at 256 px is about 50 GB and does not have to fit), and the fast path
 (`iaabench.data.fast`) crops, flips and normalizes them on the device.
 
-Rows are made by the reference path's own functions (`load_rgb`, `resize_pil`, `upscale_to`),
+Rows are made by the reference path's own functions (`decode`, `resize_pil`, `upscale_to`),
 so on the CPU the fast path's tensors equal the reference path's exactly (tests/test_fast.py).
 The opt-in mode "draft" decodes JPEGs at a reduced scale (`Image.draft`, faster on photos, other
 pixels): it has its own key, and its mean absolute difference from the exact rows (0-255
@@ -16,7 +16,7 @@ levels, over up to `DRAFT_PROBE` images) is measured when built (`meta.json`, `d
 A cache is a folder `<cache_dir>/images/<dataset>-<H>x<W>-<hash>/` whose hash is taken over its
 *key*: the caller's dataset identity (dataset, split, label-file checksums), the sample list
 (ids and paths, in order: a run passes the split's whole training list, so seeds and validation
-carve-outs share one cache), the resize and its filter, the stored size, the decoder and mode,
+carve-outs share one cache), the resize and its filter, the stored size, the decoder (mode, EXIF),
 the Pillow version and `CACHE_VERSION`. Anything that changes the pixels of every image
 changes the key.
 
@@ -66,7 +66,7 @@ import PIL.Image
 from ..errors import ConfigError, IAAError, ImageError
 from ..io import FileLock, write_json
 from ..paths import cache_dir
-from .images import load_rgb
+from .images import decode
 from .pipeline import TORCH_FILTERS, TransformSpec, resize_pil, upscale_to
 from .samples import Sample
 
@@ -159,7 +159,7 @@ def make_key(samples: Sequence[Sample], spec: TransformSpec, cache_key: dict, mo
         "size": list(stored_size(spec)),
         "upscale_crop": spec.crop if stored_size(spec) != tuple(spec.resize) else None,
         "interpolation": spec.interpolation,
-        "decoder": "pil" + ("-draft" if mode == "draft" else ""),
+        "decoder": "pil" + ("-draft" if mode == "draft" else "") + ("-exif" if spec.exif == "apply" else ""),
         "resizer": "torch-antialias" if spec.interpolation in TORCH_FILTERS else "pil",
         "pillow": PIL.__version__,
         "count": len(samples),
@@ -331,7 +331,7 @@ def _check_rows(cache: ImageCache, samples: Sequence[Sample], spec: TransformSpe
     fd = os.open(cache.path, os.O_RDWR)
     try:
         for chunk, results in _decode(samples, sorted(bad), spec, tuple(key["size"]), cache.path, workers,
-                                      key["decoder"].endswith("draft")):
+                                      "draft" in key["decoder"]):
             for i, (ok, text, crc, size, mtime) in zip(chunk, results):
                 rows[i] = (size, mtime, crc)
                 cache.failed.pop(i, None)
@@ -481,7 +481,7 @@ def _decode(samples: Sequence[Sample], indices: Sequence[int], spec: TransformSp
     rows are written by the decoding processes themselves (only statuses travel back)."""
     idx = list(indices)
     tasks = ([(i, str(samples[i].path)) for i in idx[k:k + CHUNK]] for k in range(0, len(idx), CHUNK))
-    args = (str(pixels), spec.resize, spec.crop, size, spec.interpolation, draft)
+    args = (str(pixels), spec.resize, spec.crop, size, spec.interpolation, draft, spec.exif)
     if workers <= 1:
         _worker_init(*args, threads=False)
         try:
@@ -497,7 +497,7 @@ _W: dict = {}
 
 
 def _worker_init(pixels: str, resize, crop, size, interpolation: str = "bilinear", draft: bool = False,
-                 threads: bool = True) -> None:
+                 exif: str = "ignore", threads: bool = True) -> None:
     if threads:  # a pool process: one torch thread (the processes share the cores); the pool's
         import signal  # terminate() is its SIGTERM, not the command's handler (no traceback)
         import torch
@@ -505,7 +505,7 @@ def _worker_init(pixels: str, resize, crop, size, interpolation: str = "bilinear
         torch.set_num_threads(1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _W.update(fd=os.open(pixels, os.O_WRONLY), resize=tuple(resize), crop=crop, size=tuple(size),
-              interpolation=interpolation, draft=draft)
+              interpolation=interpolation, draft=draft, exif=exif)
 
 
 def _worker_close() -> None:
@@ -517,10 +517,11 @@ def _decode_chunk(task: list[tuple[int, str]]) -> tuple[list[int], list[tuple]]:
     return [i for i, _ in task], [_decode_one(i, p) for i, p in task]
 
 
-def decode_row(path: str, resize, interpolation: str, crop, draft: bool = False) -> tuple[np.ndarray, str | None]:
-    """One image's cached row: exactly the reference path's decoding (`ImageDataset.__getitem__`),
-    or with `draft` the JPEG decoded at a reduced scale first (never below the resize)."""
-    im, note = load_rgb(path, draft=(int(resize[1]), int(resize[0])) if draft else None)
+def decode_row(path: str, resize, interpolation: str, crop, draft: bool = False,
+               exif: str = "ignore") -> tuple[np.ndarray, str | None]:
+    """One image's cached row: exactly the reference path's decoding (`ImageDataset.__getitem__`,
+    EXIF orientation as `exif` says), or with `draft` the JPEG decoded at a reduced scale first."""
+    im, note = decode(path, exif=exif, draft=(int(resize[1]), int(resize[0])) if draft else None)
     im = resize_pil(im, resize, "squash", interpolation)
     im, up = upscale_to(im, crop)
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8)), "; ".join(t for t in (note, up) if t) or None
@@ -529,7 +530,7 @@ def decode_row(path: str, resize, interpolation: str, crop, draft: bool = False)
 def _decode_one(index: int, path: str) -> tuple[bool, str | None, int, int, int]:
     size, mtime = _file_stat(path)  # before decoding: a file replaced meanwhile is found at the next opening
     try:
-        a, text = decode_row(path, _W["resize"], _W["interpolation"], _W["crop"], _W["draft"])
+        a, text = decode_row(path, _W["resize"], _W["interpolation"], _W["crop"], _W["draft"], _W["exif"])
     except ImageError as e:
         return False, e.reason, -1, size, mtime
     h, w = _W["size"]
@@ -553,8 +554,8 @@ def draft_difference(samples: Sequence[Sample], spec: TransformSpec, k: int = DR
     diffs = []
     for s in samples[:k]:
         try:
-            a, _ = decode_row(str(s.path), spec.resize, spec.interpolation, spec.crop)
-            b, _ = decode_row(str(s.path), spec.resize, spec.interpolation, spec.crop, draft=True)
+            a, _ = decode_row(str(s.path), spec.resize, spec.interpolation, spec.crop, exif=spec.exif)
+            b, _ = decode_row(str(s.path), spec.resize, spec.interpolation, spec.crop, True, spec.exif)
         except ImageError:
             continue
         diffs.append(float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()))

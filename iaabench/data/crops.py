@@ -25,7 +25,7 @@ import torch
 
 from ..errors import ConfigError, ImageError
 from .batches import BatchSource
-from .images import load_rgb
+from .images import decode
 from .pipeline import Batch, TransformSpec, crop_params, epoch_order, normalize, resize_pil, split_chunks, upscale_to
 from .samples import Sample
 
@@ -103,7 +103,7 @@ class CropBatches(torch.utils.data.Dataset):
                 return None, self.cache.failed[i], None
             return self._pixels[i], None, self.cache.notes.get(i)
         try:
-            im, note = load_rgb(self.samples[i].path)
+            im, note = decode(self.samples[i].path, exif=self.spec.exif)
             im = resize_pil(im, self.spec.resize, self.spec.policy, self.spec.interpolation)
             im, up = upscale_to(im, self.spec.crop)
         except ImageError as e:

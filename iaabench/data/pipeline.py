@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError, ImageError
-from .images import load_rgb
+from .images import EXIF_MODES, decode
 from .samples import Sample
 
 #: The defaults of `models.base.InputSpec` (ImageNet statistics), for a spec made without a model.
@@ -31,6 +31,7 @@ FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Imag
 #: Filters resized by torch's antialiased uint8 resize (PIL's pixels, faster): see `resize_pil`.
 TORCH_FILTERS = ("bilinear", "bicubic")
 POLICIES = ("squash", "shorter", "keep-aspect", "native")
+EXIF_HINT = "ignore: the pixels as stored (the authors' code); apply: the EXIF orientation applied (upright)"
 #: A recipe's `resize` when it names none: the model's declared size.
 MODEL_SIZE = "model"
 
@@ -50,7 +51,9 @@ class TransformSpec:
     cap): a longer image is resized, aspect kept, so that its longer side is `max_side`, with a
     note (`cap_side`). Under the "native" policy, images of different sizes in one batch are
     padded top-left with NaN (`pad_to_largest`) and the batch carries their true sizes
-    (`Batch.sizes`)."""
+    (`Batch.sizes`). `exif` (from the recipe): "ignore" decodes as stored, as the authors' code
+    does (noted where the orientation is not 1); "apply" turns each image upright first
+    (`images.decode`); a non-default value is part of the plan's and the pixel cache's keys."""
 
     resize: tuple[int, int] | None | str = (224, 224)
     crop: int | None = None
@@ -61,20 +64,23 @@ class TransformSpec:
     interpolation: str = "bilinear"
     policy: str = "squash"
     max_side: int | None = None
+    exif: str = "ignore"
 
     def __post_init__(self):
         if self.interpolation not in FILTERS:
             raise ConfigError(f"transform interpolation {self.interpolation!r} is not one of {sorted(FILTERS)}")
         if self.policy not in POLICIES:
             raise ConfigError(f"transform resize policy {self.policy!r} is not one of {list(POLICIES)}")
+        if self.exif not in EXIF_MODES:
+            raise ConfigError(f"transform exif {self.exif!r} is not one of {list(EXIF_MODES)}", EXIF_HINT)
 
     @classmethod
     def from_dict(cls, d: dict | None, where: str = "transforms") -> "TransformSpec":
         """A recipe's transform (geometry only; normalisation and filter come from the model)."""
         d = dict(d or {})
-        unknown = set(d) - {"resize", "crop", "flip", "crops"}
+        unknown = set(d) - {"resize", "crop", "flip", "crops", "exif"}
         if unknown:
-            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key", "allowed: resize, crop, flip, crops "
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key", "allowed: resize, crop, flip, crops, exif "
                               "(normalisation, interpolation and resize policy are the model's declared input)")
         r = d.get("resize", MODEL_SIZE)
         if isinstance(r, int) and not isinstance(r, bool):
@@ -88,8 +94,10 @@ class TransformSpec:
                 raise ConfigError(f"{where}.{k}: expected a positive integer, got {v!r}")
         if not isinstance(d.get("flip", False), bool):
             raise ConfigError(f"{where}.flip: expected true or false, got {d['flip']!r}")
+        if d.get("exif", "ignore") not in EXIF_MODES:
+            raise ConfigError(f"{where}.exif: {d['exif']!r} is not one of {list(EXIF_MODES)}", EXIF_HINT)
         return cls(tuple(r) if isinstance(r, (list, tuple)) else r, d.get("crop"), d.get("flip", False),
-                   int(d.get("crops") or 1))
+                   int(d.get("crops") or 1), exif=d.get("exif", "ignore"))
 
     def with_input(self, inp) -> "TransformSpec":
         """This recipe transform for a model's declared input (`models.base.InputSpec`)."""
@@ -196,7 +204,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         s = self.samples[i]
         try:
-            im, note = load_rgb(s.path)
+            im, note = decode(s.path, exif=self.spec.exif)
             im = resize_pil(im, self.spec.resize, self.spec.policy, self.spec.interpolation)
             im, capped = cap_side(im, self.spec.max_side, self.spec.interpolation)
             im, up = upscale_to(im, self.spec.crop)
