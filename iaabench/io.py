@@ -231,7 +231,7 @@ def check_writable(folder: str | Path, what: str, need: int = 0) -> Path:
     need += 16 << 20
     free = shutil.disk_usage(existing).free
     if free < need:
-        raise IAAError(f"the {what} {folder} has {_size(free)} free; this needs about {_size(need)}",
+        raise IAAError(f"the {what} {folder} has {human_bytes(free)} free; this needs about {human_bytes(need)}",
                        f"free space on its disk, or point iaabench at another folder")
     return folder
 
@@ -243,7 +243,8 @@ def _read_only(path: Path) -> bool:
         return False
 
 
-def _size(n: int) -> str:
+def human_bytes(n: int) -> str:
+    """A byte count for people: 1.5 GiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

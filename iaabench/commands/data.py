@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from ..io import human_bytes
 from .common import AllowExternalImages, console, _parse_options
 
 
@@ -56,14 +57,6 @@ def verify(
 CacheDir = typer.Option(None, "--cache-dir", help="Cache folder (default: IAABENCH_CACHE, else ~/.cache/iaabench).")
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def cache_list(cache_dir: Optional[Path] = CacheDir, as_json: bool = typer.Option(False, "--json")):
     """Every pixel cache: dataset, stored size, mode, bytes on disk, last use, state."""
     import time
@@ -82,9 +75,9 @@ def cache_list(cache_dir: Optional[Path] = CacheDir, as_json: bool = typer.Optio
     for c in caches:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["last_use"])) if c["last_use"] else "-"
         size = "x".join(map(str, c["size"])) if c["size"] else "-"
-        t.add_row(str(c["dataset"]), size, c["mode"] or "-", _human(c["bytes"]), used, c["state"], c["folder"])
+        t.add_row(str(c["dataset"]), size, c["mode"] or "-", human_bytes(c["bytes"]), used, c["state"], c["folder"])
     console.print(t)
-    console.print(f"{len(caches)} cache(s), {_human(sum(c['bytes'] for c in caches))} in all")
+    console.print(f"{len(caches)} cache(s), {human_bytes(sum(c['bytes'] for c in caches))} in all")
 
 
 def cache_clean(
@@ -98,5 +91,5 @@ def cache_clean(
 
     removed = clean_caches(cache_dir, older_than_days=older_than, dataset=dataset)
     for c in removed:
-        console.print(f"removed {c['folder']} ({_human(c['bytes'])})")
-    console.print(f"{len(removed)} cache(s) removed, {_human(sum(c['bytes'] for c in removed))} freed")
+        console.print(f"removed {c['folder']} ({human_bytes(c['bytes'])})")
+    console.print(f"{len(removed)} cache(s) removed, {human_bytes(sum(c['bytes'] for c in removed))} freed")
