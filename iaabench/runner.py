@@ -86,7 +86,7 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
         if train and recipe.sampling == "crops":  # every crop a sample, shuffled across the dataset
             from .data.crops import CropSource
 
-            out[name] = CropSource(samples, recipe.train_transforms, recipe.batch_size, train=True, fast=cfg.fast,
+            out[name] = CropSource(samples, recipe.train_transforms, batch, train=True, fast=cfg.fast,
                                    cache_key=key, device=cfg.device, workers=cfg.workers, **kw)
             continue
         # training (and validation at the same size) read one cache of the split's whole training list
