@@ -5,9 +5,10 @@ copy's crop (and flip) independently, and shuffles the copies over the dataset i
 96 crops, so a batch holds crops of up to 96 different images (SSL92/hyperIQA: folders.py,
 data_loader.py, train_test_IQA.py). `CropSource` does the same: with `spec.crops` = c, epoch
 `e` is a seeded permutation of the n x c crop items, dealt to the ranks and cut into batches of
-`batch_size` crops (per rank: `runner.sources` divides the recipe's global batch by the ranks); item (image i, draw k) takes one `spec.crop` window and flip from a
-generator seeded with (seed, e, i, k), so a batch is the same whatever the number of workers
-and a resumed run sees what an uninterrupted one would have. Each crop carries its image's
+`batch_size` crops (per rank: `runner.sources` divides the recipe's global batch by the ranks);
+item (image i, draw k) takes one `spec.crop` window and flip from a generator seeded with
+(seed, e, i, k), so a batch is the same whatever the number of workers and a resumed run sees
+what an uninterrupted one would have. Each crop carries its image's
 labels (`Batch.index` repeats the image's position). A recipe asks for it with
 `sampling: crops` (`batch_size` then counts crops); `sampling: images` (the default) keeps
 the image-level batches of `batches.make_source` (B images x c crops each).
