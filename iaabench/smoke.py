@@ -6,7 +6,8 @@ smoke records (`results/synth-tad66k/<model>/`, made by `iaabench sweep --datase
 are checked by `iaabench check`: their metrics are recomputed from their predictions like every
 record's, and `smoke_status` fails a model whose record is below the bar. A model that cannot
 learn there says why in its card (the variant's `smoke:` key, a sentence); it is then left out of
-the table's synthetic section. A model with no smoke record yet is listed as not run (a warning,
+the table's synthetic section. A constant predictor (`constant_predictions`, the floor row) has
+no SRCC by design and is listed as such. A model with no smoke record yet is listed as not run (a warning,
 not a failure: some models take hours on a CPU).
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ def smoke_recipe(model: str) -> str:
 def smoke_status(frame=None) -> list[tuple[str, str, bool | None]]:
     """(model, what its smoke records say, passed) for every registered model: True above the bar,
     False below it (or undefined) without an excuse, None when not run or excused."""
-    from .registry import list_models
+    from .registry import list_models, probe_model
     from .results import frame as results_frame
 
     df = results_frame() if frame is None else frame
@@ -51,6 +52,9 @@ def smoke_status(frame=None) -> list[tuple[str, str, bool | None]]:
         reason = excused(model)
         if reason:
             out.append((model, f"excused by its card: {reason}", None))
+            continue
+        if getattr(probe_model(model), "constant_predictions", False):  # the floor (`constant`): nothing to rank
+            out.append((model, "predicts one value by design: SRCC is undefined (the table's floor row)", None))
             continue
         recipe = smoke_recipe(model)
         rows = df[(df["model"] == model) & (df["dataset"] == SMOKE_DATASET) & (df["mode"] == "trained")

@@ -18,12 +18,13 @@ def test_a_model_below_the_bar_fails_and_one_above_passes(monkeypatch):
         ("nima", quick, 0.31, 0), ("nima", quick, 0.35, 1),
         ("tanet", smoke.smoke_recipe("tanet"), 0.12, 0),
         ("hyperiqa", smoke.smoke_recipe("hyperiqa"), math.nan, 0),
-        ("mlsp", "some-other-recipe", 0.9, 0)]))}
+        ("mlsp", "some-other-recipe", 0.9, 0), ("constant", smoke.smoke_recipe("constant"), math.nan, 0)]))}
     assert status["nima"][1] is True and "0.310" in status["nima"][0]  # the lowest seed counts
     assert status["tanet"][1] is False
     assert status["hyperiqa"][1] is False  # undefined SRCC (constant predictions) does not pass
     assert status["mlsp"][1] is None and "not run" in status["mlsp"][0]  # only the card's smoke recipe counts
     assert status["eat"] == ("excused by its card: its quick run is hours on a CPU", None)
+    assert status["constant"][1] is None and "by design" in status["constant"][0]
 
 
 def test_every_registered_model_is_listed_once():
