@@ -30,7 +30,9 @@ Record keys (schema 1): kind "bench", date, model, head, dataset, recipe, device
 memory, CPU and cores), load_average (before/after: a busy CPU gives lower numbers),
 batch_size, eval_batch_size, workers, steps, warmup, reference_steps, compile, data_only, amp,
 channels_last, cudnn_benchmark, transforms, images (counts; mean_width, mean_height, mean_bytes of
-the JPEGs; photo), cache_mode, the headline figures `reference_images_per_s`,
+the JPEGs; photo), cache_mode, sampling (the recipe's: "crops" measures the training phases,
+`data`, `train` and the reference ones, on `CropSource`'s batches of single crops, as `run`
+trains, and their `images` then count crops), the headline figures `reference_images_per_s`,
 `cache_build_images_per_s`, `cached_images_per_s`, `train_images_per_s`, `eval_images_per_s`
 (null where not measured), cache (folders, built or reused, repaired rows, a draft cache's
 pixel difference), results ({phase: images, steps, seconds, images_per_s, peak memory}),
@@ -212,6 +214,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     from .protocol import load_protocol
     from .data.cache import can_cache, open_cache
     from .data.batches import CachedSource, ReferenceSource
+    from .data.crops import CropSource
     from .data.pipeline import Batch
     from .registry import model_info
     from .device import autocast, flatten_crops, place_model, targets
@@ -246,7 +249,8 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     dev = _device_info(device)
     load_before = _load_average()
     log(f"bench {model_name} ({head} head, recipe {recipe_name}) on {data.dataset}: {len(train_s)} training images, "
-        f"{len(eval_s)} for evaluation; {dev['name']}; batch {bs}/{ebs}; {workers} workers")
+        f"{len(eval_s)} for evaluation; {dev['name']}; batch {bs}/{ebs}"
+        + (" (training batches of crops)" if rec.sampling == "crops" else "") + f"; {workers} workers")
 
     torch.manual_seed(seed)
     model = place_model(api.create_model(model_name, head=head, pretrained="none", **rec.options), device)
@@ -255,7 +259,8 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
     loss_fn, opt = get_loss(rec.loss), build_optimizer(model, rec)
     rec = rec.for_input(model.input)  # the model's declared input shapes the data path
     tr_spec, te_spec = rec.train_transforms, rec.test_transforms
-    crops = tr_spec.crops if tr_spec.crop else 1
+    crop_sampling = rec.sampling == "crops"  # training batches of single crops (data/crops.py), as `run` does
+    crops = tr_spec.crops if tr_spec.crop and not crop_sampling else 1
     results: dict[str, dict] = {}
     cache_info = {}
 
@@ -280,11 +285,17 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
 
     def fast(samples, spec, bsize, train, part):
         # full batches only: every timed batch has the warmed-up shape (no re-tuning inside the window)
+        if crop_sampling and part == "train":
+            return _epochs(CropSource(samples, spec, bsize, train=True, seed=seed, device=device, workers=workers,
+                                      cache=caches.get(part), drop_last=True).epoch)
         return _epochs(CachedSource(samples, spec, bsize, train=train, seed=seed, device=device, cache_root=cache_root,
                                     cache_key=key, workers=workers, cache=caches.get(part), drop_last=True,
                                     min_last=2 if model.batch_dependent else 1).epoch)
 
     def reference_stream(samples, spec, bsize):
+        if crop_sampling:
+            return _epochs(CropSource(samples, spec, bsize, train=True, seed=seed, workers=workers,
+                                      drop_last=True).epoch)
         return _epochs(ReferenceSource(samples, spec, bsize, train=True, seed=seed, workers=workers,
                                        drop_last=True).epoch)
 
@@ -360,7 +371,7 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         "transforms": {"train": asdict(tr_spec), "test": asdict(te_spec)},
         "images": {"train": len(train_s), "eval": len(eval_s), "jpeg": jpeg, "photo": photo,
                    **{k: jpeg.get(k) for k in ("mean_width", "mean_height", "mean_bytes")}},
-        "cache_mode": cache_mode,
+        "cache_mode": cache_mode, "sampling": rec.sampling,
         **{f"{name}_images_per_s": (results.get(phase) or {}).get("images_per_s") for name, phase in FIGURES.items()},
         "cache": cache_info, "results": results, "ratios": ratios,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,

@@ -41,20 +41,23 @@ def crop_rng(seed: int, epoch: int, index: int, draw: int) -> np.random.Generato
 class CropSource(BatchSource):
     """Training batches of `batch_size` single crops drawn across the dataset (module docstring)."""
 
-    def __init__(self, samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *, fast: bool = False,
-                 cache_key: dict | None = None, device: str = "cpu", workers: int = 0, cache_root=None, **kw):
+    def __init__(self, samples: Sequence[Sample], spec: TransformSpec, batch_size: int, *,
+                 fast: bool | str = False, cache_key: dict | None = None, device: str = "cpu", workers: int = 0,
+                 cache_root=None, cache=None, **kw):
+        """`fast`: True (or "on", "require") reads the exact pixel cache, "draft" the reduced-scale
+        one (`cache.open_cache` modes); `cache`: one already opened for these samples and `spec`."""
         if not spec.crop:
             raise ConfigError("sampling: crops needs a crop size in the training transform (transforms.train.crop)")
         super().__init__(samples, batch_size, **kw)
         self.spec, self.device, self.workers = spec, str(device), workers
         self.crops = spec.crops
-        self.cache = None
-        if fast and self.samples:
+        self.cache = cache
+        if fast and cache is None and self.samples:
             from .cache import can_cache, open_cache
 
             if can_cache(spec):
                 self.cache = open_cache(self.samples, spec, cache_key=cache_key or {}, root=cache_root,
-                                        workers=workers)
+                                        workers=workers, mode="draft" if fast == "draft" else "exact")
 
     def __len__(self) -> int:
         n = len(range(self.rank, len(self.samples) * self.crops, self.world_size))
