@@ -63,6 +63,7 @@ class RunConfig:
     strict: bool = False
     fast: bool = False
     fast_require: bool = False  # --fast=require: a disk too small for the pixel cache stops the run
+    fast_draft: bool = False  # --fast=draft: the reduced-scale JPEG decoding cache (other pixels: in the key)
     workers: int = 0
     world_size: int = 1  # processes (torchrun's WORLD_SIZE); the batch size is the global batch
     sync_bn: bool = False  # several CUDA processes: BatchNorm statistics of the global batch (SyncBatchNorm)
@@ -117,6 +118,7 @@ class RunPlan:
     tensorboard: str | None = None
     fast_require: bool = False
     eval_precision: str = "float32"  # `device.PRECISIONS`; part of the key (bf16 changes the numbers)
+    fast_draft: bool = False  # the draft pixel cache (`--fast=draft`): in the key only when set
     allow_overlap: bool = False
 
     def __hash__(self) -> int:
@@ -147,6 +149,8 @@ class RunPlan:
         out = {k: v for k, v in self.to_dict().items() if k not in PLACE_FIELDS and k not in DISTRIBUTED_FIELDS}
         if self.batch_dependent and self.world_size > 1:
             out["world_size"] = self.world_size
+        if not self.fast_draft:  # the keys of plans made before the draft mode stay as they were
+            del out["fast_draft"]
         return out
 
     def key(self) -> str:
@@ -216,7 +220,8 @@ def resolve(request: RunConfig | None = None, /, **options) -> RunPlan:
         device=req.device, data_root=_str(req.data_root), images=_str(req.images), workers=int(req.workers),
         strict=bool(req.strict), resume=bool(req.resume), results_root=_str(req.results_root),
         tensorboard=_str(req.tensorboard), eval_precision=req.eval_precision,
-        allow_overlap=bool(req.allow_overlap), fast_require=bool(req.fast and req.fast_require))
+        allow_overlap=bool(req.allow_overlap), fast_require=bool(req.fast and req.fast_require),
+        fast_draft=bool(req.fast and req.fast_draft))
 
 
 def _check_processes(req: RunConfig, recipe: Recipe, training: bool, batch_dependent: bool) -> None:

@@ -80,24 +80,48 @@ def sources(cfg: RunPlan | RunConfig, data: DatasetSplits, model, recipe: Recipe
                                    train=name == "train", min_last=1 if name == "train" else min_last, **kw)
                 for name, samples in parts.items()}
     key = {"dataset": data.dataset, "split": data.split, "labels": data.label_files}
+    fast = "draft" if cfg.fast and getattr(cfg, "fast_draft", False) else \
+        "require" if cfg.fast and getattr(cfg, "fast_require", False) else cfg.fast
     out = {}
     for name, samples in parts.items():
         train = name == "train"
         if train and recipe.sampling == "crops":  # every crop a sample, shuffled across the dataset
             from .data.crops import CropSource
 
-            out[name] = CropSource(samples, recipe.train_transforms, batch, train=True, fast=cfg.fast,
+            out[name] = CropSource(samples, recipe.train_transforms, batch, train=True, fast=fast,
                                    cache_key=key, device=cfg.device, workers=cfg.workers, **kw)
             continue
         # training (and validation at the same size) read one cache of the split's whole training list
         pool = cache_pool(name, data.splits, recipe.train_transforms, recipe.test_transforms)
-        fast = "require" if cfg.fast and getattr(cfg, "fast_require", False) else cfg.fast
         out[name] = make_source(samples, recipe.train_transforms if train else recipe.test_transforms,
                                 batch if train else recipe.eval_batch_size, train=train,
                                 fast=fast, cache_key=key, device=cfg.device,
                                 workers=cfg.workers if train else eval_workers(cfg.workers, len(samples)),
                                 strict=cfg.strict, min_last=1 if train else min_last, pool=pool, **kw)
     return out
+
+
+def pixel_caches(src: dict) -> dict | None:
+    """The pixel caches the parts read (mode, and a draft cache's mean absolute difference from
+    the exact rows in 0-255 levels, measured when it was built), or None without one."""
+    from .data.cache import ImageCache
+
+    out = {name: {"mode": c.meta.get("mode", "exact"), "draft_mean_abs_diff": c.meta.get("draft_mean_abs_diff")}
+           for name, s in src.items() if isinstance(c := getattr(s, "cache", None), ImageCache)}
+    return out or None
+
+
+def _data_path(plan: RunPlan, model, recipe: Recipe, src: dict) -> str:
+    """The test data path, in words (a draft cache with its measured pixel difference)."""
+    if getattr(model, "feature_cache", False):
+        return "cached features"
+    if plan.fast and can_cache(recipe.test_transforms):
+        diff = ((pixel_caches(src) or {}).get("test") or {}).get("draft_mean_abs_diff")
+        return ("fast (cached pixels, draft: reduced-scale JPEG decoding, mean absolute difference "
+                f"{'not measured' if diff is None else f'{diff:.3f} levels'} from the exact pixels)"
+                if plan.fast_draft else "fast (cached pixels)")
+    return "reference (PIL decode every epoch)" + (": --fast asked, but the pixel cache stores one fixed size and "
+                                                    "this input has none" if plan.fast else "")
 
 
 def _relative(path: Path) -> str:
@@ -255,10 +279,8 @@ def execute(plan: RunPlan | RunConfig, rank: int = 0, world_size: int = 1, progr
             "evaluation": {"batch_size": recipe.eval_batch_size, "order": "dataset order (label files)",
                            "precision": plan.eval_precision,
                            "batch_dependent": bool(getattr(model, "batch_dependent", False)),
-                           "data_path": "cached features" if getattr(model, "feature_cache", False) else
-                           "fast (cached pixels)" if plan.fast and can_cache(recipe.test_transforms) else
-                           "reference (PIL decode every epoch)" + (": --fast asked, but the pixel cache stores one "
-                                                                   "fixed size and this input has none" if plan.fast else "")},
+                           "data_path": _data_path(plan, model, recipe, src)},
+            "pixel_cache": pixel_caches(src),  # per part: mode, a draft cache's measured pixel difference
             # every data path resizes with pipeline.resize_pil (what it calls is the recorded commit's; the
             # Pillow and torch versions are under packages)
             "resize": {"implementation": "iaabench.data.pipeline.resize_pil",

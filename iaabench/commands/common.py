@@ -67,16 +67,16 @@ def _print_metrics(record: dict, path: Path) -> None:
 DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $IAABENCH_DATA/<dataset>).")
 
 
-#: `--fast` given alone means this value (`--fast=require` names another).
+#: `--fast` given alone means this value (`--fast=require` and `--fast=draft` name others).
 FAST_ON = "on"
-FAST_VALUES = ("off", FAST_ON, "require")
+FAST_VALUES = ("off", FAST_ON, "require", "draft")
 
 
 def _fast_option(value: str | None) -> str:
-    """`--fast[=on|require]` -> "off", "on" or "require"."""
+    """`--fast[=on|require|draft]` -> "off", "on", "require" or "draft"."""
     v = "off" if value is None else str(value).lower()
     if v not in FAST_VALUES:
-        raise ConfigError(f"--fast={value}: expected --fast or --fast=require")
+        raise ConfigError(f"--fast={value}: expected --fast, --fast=require or --fast=draft")
     return v
 
 

@@ -43,10 +43,12 @@ RUN_OPTIONS = [
     ("resume", bool, typer.Option(False, help="Continue the newest unfinished run of this plan."), ("run",)),
     ("strict", bool, typer.Option(False, help="Stop at the first unusable image instead of skipping it."),
      ("run", "eval")),
-    ("fast", Optional[str], typer.Option(None, "--fast", metavar="[=require]", help="Decode once into a cached "
-                                         "uint8 array; augment on the device. When the disk cannot hold the cache, "
-                                         "it says so and the run continues on the reference path; --fast=require "
-                                         "stops instead."), ("run", "eval")),
+    ("fast", Optional[str], typer.Option(None, "--fast", metavar="[=require|draft]", help="Decode once into a "
+                                         "cached uint8 array; augment on the device. When the disk cannot hold the "
+                                         "cache, it says so and the run continues on the reference path; "
+                                         "--fast=require stops instead. --fast=draft decodes JPEGs at a reduced "
+                                         "scale (faster on photos, other pixels: its own plan key; the record gives "
+                                         "the measured pixel difference)."), ("run", "eval")),
     ("cache_dir", Optional[Path], typer.Option(None, "--cache-dir", help="Where pixel caches live (default: "
                                                "IAABENCH_CACHE, else ~/.cache/iaabench)."),
      ("run", "eval")),
@@ -101,7 +103,8 @@ def _plans(train: bool, o: dict, world_size: int = 1, ranks=None) -> list:
                   split=o["split"], split_seed=o["split_seed"], recipe=o["recipe"], epochs=o.get("epochs"),
                   batch_size=o.get("batch_size"), eval_batch_size=o["eval_batch_size"], lr=_parse_lr(o.get("lr")),
                   device=_device(o["device"]), weights=o["weights"], pretrained=o["pretrained"],
-                  resume=o.get("resume", False), strict=o["strict"], fast=fast != "off", fast_require=fast == "require", workers=o["workers"],
+                  resume=o.get("resume", False), strict=o["strict"], fast=fast != "off", fast_require=fast == "require",
+                  fast_draft=fast == "draft", workers=o["workers"],
                   dataset_options=_parse_options(o["option"], o.get("allow_external_images", False)),
                   compile=o["compile"], head=o["head"], train=train,
                   tensorboard=o.get("tensorboard"), eval_precision=o.get("eval_precision", "float32"),
