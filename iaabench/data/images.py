@@ -9,7 +9,8 @@ EXIF orientation is not applied, as in every model's released code (PIL `Image.o
 reads the pixels as stored): the benchmark scores what the authors' scripts score. An image whose EXIF
 orientation is not 1 is decoded as stored with the note "EXIF orientation N ignored, as the authors'
 code does", so a record counts them. `decode(path, exif="apply")` turns the image upright instead
-(`upright`: what `iaabench predict` does for users' photos).
+(`upright`: what `iaabench predict` does for users' photos, and what training and evaluation do
+for a recipe whose transforms say `exif: apply`, `pipeline.TransformSpec.exif`).
 """
 from __future__ import annotations
 
