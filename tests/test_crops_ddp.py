@@ -1,14 +1,13 @@
 """Crop sampling on several processes (#14, #15 item 5): the recipe's batch of crops is the
 global batch, each rank takes batch / world_size crops, as image batches do."""
-import numpy as np
 import pytest
 
 from iaabench.cards import _build_recipe
 from iaabench.data.crops import CropSource
-from iaabench.data.samples import Sample
 from iaabench.errors import ConfigError
 from iaabench.models.base import IAAModel
 from iaabench.runner import sources
+from test_crops import _samples  # 12 small images, their crops tell them apart
 
 RECIPE = {"optimizer": {"name": "adam"}, "lr": {"all": 1.0e-3}, "epochs": 1, "batch_size": 6, "loss": "mse",
           "sampling": "crops",
@@ -17,18 +16,6 @@ RECIPE = {"optimizer": {"name": "adam"}, "lr": {"all": 1.0e-3}, "epochs": 1, "ba
 
 class Cfg:
     seed, device, workers, fast, strict, dataset = 0, "cpu", 0, False, False, "t"
-
-
-def _samples(tmp_path, n=12):
-    from PIL import Image
-
-    rng = np.random.default_rng(2)
-    out = []
-    for i in range(n):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(rng.integers(0, 256, (30, 24, 3), dtype=np.uint8)).save(path)
-        out.append(Sample(str(i), path, float(i % 7 + 1)))
-    return out
 
 
 def _sources(samples, recipe, rank, world_size):
