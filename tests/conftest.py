@@ -32,3 +32,14 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("IAABENCH_CACHE", os.environ["IAABENCH_TEST_CACHE"])
     monkeypatch.setenv("IAABENCH_RESULTS", str(tmp_path_factory.mktemp("results")))
     monkeypatch.setenv("IAABENCH_RUNS", str(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture
+def one_thread():
+    """Single-threaded torch: on a small shared CPU, two spinning threads are much slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,7 +5,6 @@ measured pixel difference."""
 from dataclasses import replace
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from iaabench.cli import app
@@ -14,14 +13,6 @@ from iaabench.errors import ConfigError, UnknownNameError
 from iaabench.plan import RunConfig, resolve
 from iaabench.results import read_records
 from test_reliability_crash import run_args, tiny_tad66k
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_option_takes_draft():

@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from iaabench.data.images import MAX_PIXELS, MIN_SIDE, load_rgb
@@ -160,15 +159,6 @@ def _dataset_with_bad_images(root: Path, cases_by_split: dict[str, list[Case]]) 
             written[split].append(root / "images" / name)
         csv.write_text("\r\n".join([header, *rows, ""]), encoding="utf-8", newline="")
     return written
-
-
-@pytest.fixture
-def one_thread():
-    """Single-threaded torch: on a small shared CPU, two spinning threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(root: Path, **kw) -> RunConfig:
