@@ -469,7 +469,7 @@ def personalized_text(root=None) -> str:
 
 
 #: The committed record the README's "How to read a cell" shows (a clean, verified run).
-EXAMPLE_RUN = "20261126-173201-4390d3"
+EXAMPLE_RUN = "20261202-160951-eeeb6f"  # the README main job: nima, quick recipe, synth-tad66k, seed 0
 
 
 def example_text(root=None, run_id: str = EXAMPLE_RUN) -> str:
