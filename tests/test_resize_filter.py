@@ -57,3 +57,23 @@ def test_the_filter_is_part_of_the_plan_key(monkeypatch):
     assert other.recipe["test_transforms"]["interpolation"] == "bicubic" != base.recipe["test_transforms"]["interpolation"]
     assert other.key() != base.key()
 
+
+
+def test_a_shorter_side_model_evaluates_on_the_centred_square(tmp_path):
+    # nima-vgg16-gap (IQA-PyTorch's eval: shorter side, centre crop): a recipe test transform without a
+    # crop once gave one shape per image and a batch of them failed ("images of different sizes")
+    from PIL import Image
+
+    from iaabench.data.pipeline import ImageDataset
+    from iaabench.data.samples import Sample
+
+    for dataset in ("ava", "synth-tad66k", "synth-ava"):
+        test = resolve(model="nima-vgg16-gap", dataset=dataset).recipe["test_transforms"]
+        assert test["policy"] == "shorter" and test["crop"] == min(test["resize"]), dataset
+    spec = _build_recipe("r", RECIPE, "card: recipes.r").for_input(probe_model("nima-vgg16-gap").input).test_transforms
+    samples = []
+    for i, size in enumerate([(60, 40), (40, 90)]):
+        Image.new("RGB", size, (i * 90, 20, 200)).save(tmp_path / f"{i}.jpg")
+        samples.append(Sample(str(i), tmp_path / f"{i}.jpg", 5.0))
+    shapes = {tuple(ImageDataset(samples, spec, train=False, seed=0)[i][0].shape) for i in range(2)}
+    assert shapes == {(1, 3, 32, 32)}  # (crops, C, H, W)

@@ -45,7 +45,8 @@ class TransformSpec:
     windows, training or not), then a random horizontal flip when training and `flip`.
     From the model's declared input (`with_input`): the resize `policy` ("squash": both sides
     to `resize`, aspect not kept, as the authors' scripts do; "shorter": the shorter side to
-    the smaller of `resize`, aspect kept; "keep-aspect": the longer side to the larger;
+    the smaller of `resize`, aspect kept, then a centred square of that side where the recipe
+    names no crop; "keep-aspect": the longer side to the larger;
     "native": no resize, as does `resize` None), the `interpolation` filter and the
     per-channel `mean`/`std` applied to [0, 1] pixels. `max_side` (a native-resolution model's
     cap): a longer image is resized, aspect kept, so that its longer side is `max_side`, with a
@@ -106,7 +107,10 @@ class TransformSpec:
             resize = None
         elif resize == MODEL_SIZE:
             resize = (inp.size, inp.size) if inp.size else None
-        return replace(self, resize=resize, mean=tuple(inp.mean), std=tuple(inp.std),
+        crop = self.crop
+        if inp.resize == "shorter" and not crop and isinstance(resize, tuple):
+            crop = min(resize)  # the shorter side to the size, then the centred square: one shape per batch
+        return replace(self, resize=resize, crop=crop, mean=tuple(inp.mean), std=tuple(inp.std),
                        interpolation=inp.interpolation, policy=inp.resize,
                        max_side=inp.max_side if inp.resize == "native" else None)
 
@@ -167,9 +171,15 @@ def resize_pil(im: Image.Image, size: tuple[int, int] | None, policy: str = "squ
 def resize_uint8(a: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
     """(H, W, 3) uint8 -> (height, width, 3) uint8 with torch's antialiased resize (PIL's
     filter support and rounding, so PIL's pixels; channels-last, torch's fast uint8 kernel)."""
-    x = torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)
-    y = torch.nn.functional.interpolate(x, size=tuple(size), mode=interpolation, antialias=True, align_corners=False)
-    return np.ascontiguousarray(y[0].permute(1, 2, 0).numpy())
+    return resize_chw(torch.from_numpy(a).permute(2, 0, 1), size, interpolation)
+
+
+def resize_chw(x: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """`resize_uint8` for a (3, H, W) uint8 tensor of any strides (a decoder's output)."""
+    x = x.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = torch.nn.functional.interpolate(x, size=tuple(size), mode=interpolation, antialias=True, align_corners=False)
+    return np.ascontiguousarray(x[0].permute(1, 2, 0).numpy())
 
 
 def cap_side(im: Image.Image, max_side: int | None, interpolation: str = "bilinear") -> tuple[Image.Image, str | None]:
