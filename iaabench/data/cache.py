@@ -7,8 +7,9 @@ recipe's fixed size, and its pixels are stored as one row of a memory-mapped fil
 fits in RAM; AVA at 256 px is about 50 GB and does not have to fit), and the fast path
 (`iaabench.data.fast`) crops, flips and normalizes them on the device.
 
-Rows are made by the reference path's own functions (`decode`, `resize_pil`, `upscale_to`),
-so on the CPU the fast path's tensors equal the reference path's exactly (tests/test_fast.py).
+Rows are made by the reference path's own functions (`decode`, `resize_pil`, `upscale_to`), or for
+an ordinary JPEG by torchvision's decoder and the same torch resize (the same pixels, tested), so
+on the CPU the fast path's tensors equal the reference path's exactly (tests/test_fast.py).
 The opt-in mode "draft" decodes JPEGs at a reduced scale (`Image.draft`, faster on photos, other
 pixels): it has its own key, and its mean absolute difference from the exact rows (0-255
 levels, over up to `DRAFT_PROBE` images) is measured when built (`meta.json`, `draft_mean_abs_diff`).
@@ -62,12 +63,13 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import PIL
 import PIL.Image
+import torchvision
 
 from ..errors import ConfigError, IAAError, ImageError
 from ..io import FileLock, write_json
 from ..paths import cache_dir
-from .images import decode
-from .pipeline import TORCH_FILTERS, TransformSpec, resize_pil, upscale_to
+from .images import decode, jpeg_pixels
+from .pipeline import TORCH_FILTERS, TransformSpec, resize_chw, resize_pil, upscale_to
 from .samples import Sample
 
 #: Bump when the way rows are made changes: every existing cache is then rebuilt.
@@ -126,10 +128,6 @@ def stored_size(spec: TransformSpec) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _file_size(path: Path) -> int:
-    return _file_stat(path)[0]
-
-
 def _file_stat(path: str) -> tuple[int, int]:
     """(size, mtime in ns) of an image file; (-1, -1) when it cannot be read."""
     try:
@@ -161,7 +159,7 @@ def make_key(samples: Sequence[Sample], spec: TransformSpec, cache_key: dict, mo
         "interpolation": spec.interpolation,
         "decoder": "pil" + ("-draft" if mode == "draft" else "") + ("-exif" if spec.exif == "apply" else ""),
         "resizer": "torch-antialias" if spec.interpolation in TORCH_FILTERS else "pil",
-        "pillow": PIL.__version__,
+        "pillow": PIL.__version__, "torchvision": torchvision.__version__,  # the two JPEG decoders
         "count": len(samples),
         "samples": samples_digest(samples),
     }
@@ -288,8 +286,8 @@ def _read_complete(folder: Path, key: dict, log) -> ImageCache | None:
         problem = "its key differs from the one asked for"
     elif (folder / ".building").exists():
         problem = "a build marker is still present"
-    elif _file_size(folder / "pixels.u8") != key["count"] * h * w * 3:
-        problem = f"pixels.u8 has {_file_size(folder / 'pixels.u8')} bytes, expected {key['count'] * h * w * 3}"
+    elif _file_stat(folder / "pixels.u8")[0] != key["count"] * h * w * 3:
+        problem = f"pixels.u8 has {_file_stat(folder / 'pixels.u8')[0]} bytes, expected {key['count'] * h * w * 3}"
     elif _read_rows(folder / "rows.npy", key["count"]) is None:
         problem = "rows.npy (the per-image checksums) is missing or damaged"
     if problem:
@@ -304,8 +302,6 @@ def row_checksums(cache: ImageCache, indices: Sequence[int], threads: int = 4) -
     """CRC-32 of the given rows (read from the file; zlib releases the GIL, so threads help)."""
     px = cache.pixels()
     idx = list(indices)
-    if not idx:
-        return np.zeros(0, np.int64)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         return np.fromiter(pool.map(lambda i: zlib.crc32(px[i]), idx, chunksize=256), np.int64, len(idx))
 
@@ -401,7 +397,7 @@ def _build(folder: Path, key: dict, samples: Sequence[Sample], spec: TransformSp
     rows_path = folder / "rows.npy"
     progress = _read_json(progress_path) if building.exists() else None
     rows = _read_rows(rows_path, n) if progress is not None else None
-    if progress is not None and (progress.get("key") != key or _file_size(pixels) != total or rows is None):
+    if progress is not None and (progress.get("key") != key or _file_stat(pixels)[0] != total or rows is None):
         progress = None
     if progress is not None:
         start = int(progress["done"])
@@ -520,7 +516,11 @@ def _decode_chunk(task: list[tuple[int, str]]) -> tuple[list[int], list[tuple]]:
 def decode_row(path: str, resize, interpolation: str, crop, draft: bool = False,
                exif: str = "ignore") -> tuple[np.ndarray, str | None]:
     """One image's cached row: exactly the reference path's decoding (`ImageDataset.__getitem__`,
-    EXIF orientation as `exif` says), or with `draft` the JPEG decoded at a reduced scale first."""
+    EXIF orientation as `exif` says), or with `draft` the JPEG decoded at a reduced scale first.
+    An ordinary JPEG downscaled by torch is decoded by `jpeg_pixels` (the same pixels, faster)."""
+    fast = None if draft or interpolation not in TORCH_FILTERS else jpeg_pixels(path, exif)
+    if fast is not None and resize[0] <= fast[0].shape[1] and resize[1] <= fast[0].shape[2] and min(resize) >= (crop or 0):
+        return resize_chw(fast[0], resize, interpolation), fast[1]
     im, note = decode(path, exif=exif, draft=(int(resize[1]), int(resize[0])) if draft else None)
     im = resize_pil(im, resize, "squash", interpolation)
     im, up = upscale_to(im, crop)
@@ -578,7 +578,7 @@ def list_caches(root: str | Path | None = None) -> list[dict]:
         out.append({"folder": str(folder), "state": state, "key": key or None,  # dataset: from the name if no meta
                     "dataset": (key.get("data") or {}).get("dataset") if key else folder.name.rsplit("-", 2)[0],
                     "size": key.get("size"), "mode": (meta or {}).get("mode", "exact") if meta else None,
-                    "bytes": sum(_file_size(p) for p in folder.iterdir() if p.is_file()),
+                    "bytes": sum(_file_stat(p)[0] for p in folder.iterdir() if p.is_file()),
                     "last_use": max(used) if used else None})
     return out
 

@@ -134,3 +134,35 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         bg.paste(im, mask=im.getchannel("A"))
         return bg
     return im.convert("RGB")
+
+
+def jpeg_pixels(path: str | Path, exif: str = "ignore"):
+    """((3, H, W) uint8 tensor, note or None) for an ordinary RGB JPEG, decoded by torchvision's
+    libjpeg-turbo decoder: the pixels `load_rgb` gives (tested equal, byte for byte) in about
+    three quarters of the time. None wherever anything is unusual (another format or mode, a
+    size outside the limits, EXIF orientation to apply, any decoder error or warning): the caller
+    then uses `load_rgb`, whose pixels, notes and errors are the reference."""
+    import torch
+
+    path = Path(path)
+    if path.suffix.lower() not in _FORMAT_EXT["JPEG"]:
+        return None
+    try:
+        from torchvision.io import decode_jpeg  # deprecated from torchvision 0.29 (TorchCodec's); PIL without it
+        with Image.open(path) as im:  # the header only
+            w, h = im.size
+            if im.format != "JPEG" or im.mode != "RGB" or w * h > MAX_PIXELS or min(w, h) < MIN_SIDE:
+                return None
+            orientation = exif_orientation(im)
+        data = path.read_bytes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a libjpeg warning (corrupt data): PIL's path decides
+            warnings.simplefilter("ignore", DeprecationWarning)
+            x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except Exception:  # noqa: BLE001 - load_rgb reports it
+        return None
+    if tuple(x.shape) != (3, h, w):
+        return None
+    if orientation in (None, 1):
+        return x, None
+    return (x, exif_note(orientation)) if exif == "ignore" else None
