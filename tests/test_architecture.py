@@ -121,18 +121,23 @@ def test_models_json_lists_every_model_with_its_declared_input():
     import subprocess
     import sys
 
-    from iaabench.registry import list_models
+    from iaabench.registry import list_models, reference_models
 
     out = subprocess.run([sys.executable, "-m", "iaabench", "models", "--json"], capture_output=True, text=True,
                          timeout=300, check=True).stdout
     rows = {r["name"]: r for r in json.loads(out)}
-    assert set(rows) == set(list_models())
+    assert set(rows) == set(list_models()) | set(reference_models())
+    refs = {n: rows.pop(n) for n in reference_models()}
+    assert refs and all(r["reference_only"] and r["input"] is None and r["card"].endswith(".yaml") for r in refs.values())
     for r in rows.values():
+        assert r["reference_only"] is False
         assert {"name", "family", "paper", "heads", "input"} <= set(r) and r["heads"]
         assert {"size", "resize", "interpolation", "mean", "std"} <= set(r["input"])
         assert len(r["input"]["mean"]) == len(r["input"]["std"]) == 3
     assert rows["nima-inception"]["input"]["mean"] == rows["nima-inception"]["input"]["std"] == [0.5] * 3
     assert rows["nima"]["input"]["mean"] == [0.485, 0.456, 0.406]
+    assert rows["nima-irv2"]["input"] | {"max_side": None} == {"size": 299, "resize": "shorter", "interpolation": "bilinear",
+                                                               "mean": [0.5] * 3, "std": [0.5] * 3, "max_side": None}
     assert rows["mlsp"]["input"]["resize"] == "native"
 
 

@@ -109,3 +109,30 @@ def test_nima_mobilenet_v1_is_the_papers_mobilenet_on_timms_backbone(tmp_path, m
     assert rows[("nima-mobilenet-v1", "srcc")] == 0.510 and rows[("nima-mobilenet-v1", "plcc")] == 0.518
     assert not any(model == "nima" for model, _ in rows)
     assert "our choice" in card.variants["nima"]["deviation"]
+
+
+def test_nima_irv2_is_the_toolboxs_default_nima(tmp_path, monkeypatch):
+    """nima-irv2: IQA-PyTorch's NIMA (Inception-ResNet-v2 -> global average pool, 1536 values ->
+    Linear(10) -> softmax, no dropout), its eval input (shorter side 299, centre crop, [-1, 1]),
+    the MLSP weights file (strictly loaded) and the toolbox's AVA row on the official split."""
+    from iaabench.plan import resolve
+
+    m = create_model("nima-irv2", pretrained="none").eval()
+    assert m.classifier[1].in_features == 1536 and m.classifier[0].p == 0.0
+    with torch.no_grad():
+        out = m(torch.rand(2, 3, 96, 96))  # any side from 75 px
+    assert out.shape == (2, 10) and torch.allclose(out.sum(1), torch.ones(2), atol=1e-5)
+    assert (m.input.size, m.input.resize, m.input.mean) == (299, "shorter", (0.5, 0.5, 0.5))
+    test = resolve(model="nima-irv2", dataset="ava").recipe["test_transforms"]
+    assert test["resize"] == [299, 299] and test["crop"] == 299 and test["policy"] == "shorter"
+    monkeypatch.setenv("IAABENCH_WEIGHTS", str(tmp_path))
+    torch.manual_seed(3)
+    full = timm.create_model("inception_resnet_v2", pretrained=False)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()},
+              str(tmp_path / "inception_resnet_v2.tf_in1k.safetensors"))
+    loaded = create_model("nima-irv2", pretrained="default")
+    assert torch.equal(loaded.trunk.conv2d_7b.conv.weight, full.conv2d_7b.conv.weight)
+    rows = {(r["model"], r["metric"]): (r["value"], r["split"]) for r in load_card("nima").reported}
+    assert rows[("nima-irv2", "srcc")] == (0.7126, "official") and rows[("nima-irv2", "plcc")] == (0.7172, "official")

@@ -13,7 +13,7 @@ from .common import console
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print every model as JSON, with its declared input.")):
     """List every registered model with its family, heads, paper and declared input, then the
-    reference-only models (published numbers only; `--json` lists the runnable ones)."""
+    reference-only models (published numbers only; in `--json`, `reference_only: true` and no input)."""
     from ..cards import load_card
     from ..registry import list_models, model_info, model_input, reference_models
 
@@ -24,9 +24,15 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print every model
             load_card(info.family)
             inp = model_input(name)
             out.append({"name": name, "family": info.family, "paper": info.paper, "heads": list(info.heads),
-                        "description": info.description, "warning": info.warning,
+                        "description": info.description, "warning": info.warning, "reference_only": False,
                         "input": {"size": inp.size, "resize": inp.resize, "interpolation": inp.interpolation,
                                   "mean": list(inp.mean), "std": list(inp.std), "max_side": inp.max_side}})
+        for name in reference_models():
+            info = model_info(name)
+            card = load_card(info.family)
+            out.append({"name": name, "family": info.family, "paper": info.paper, "heads": list(info.heads),
+                        "description": info.description, "warning": info.warning, "reference_only": True,
+                        "card": str(card.path), "input": None})
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return
 

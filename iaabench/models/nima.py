@@ -6,7 +6,9 @@ a distribution over ratings 1..10, trained with the EMD loss (r = 2, per image, 
 The mean and standard deviation of that distribution are the predicted score and its spread.
 
 Backbones: MobileNetV2 (the default: iaabench's choice, torchvision's weights), MobileNet v1 (the
-paper's MobileNet, `nima-mobilenet-v1`, timm's `mobilenetv1_100`), VGG-16, and Inception. The paper's "Inception-v2"
+paper's MobileNet, `nima-mobilenet-v1`, timm's `mobilenetv1_100`), VGG-16, and Inception; the
+IQA-PyTorch toolbox's variants (global average pooling, no dropout): `nima-vgg16-gap` and
+`nima-irv2` (Inception-ResNet-v2, the toolbox's default). The paper's "Inception-v2"
 (BN-Inception) has no ImageNet weights in torchvision or timm; torchvision's Inception-v3 stands
 in for it: the same family's next version (factorised convolutions + BatchNorm), which is what
 public re-implementations use when they say "Inception". This is recorded in the card.
@@ -96,6 +98,14 @@ def _vgg16_gap(pretrained):
     return _Pooled(backbones.vgg16(pretrained).features), 512
 
 
+def _inception_resnet_v2(pretrained):
+    """timm's Inception-ResNet-v2 (the weights MLSP uses) without its classifier: its last block
+    (conv2d_7b) -> global average pool, 1536 values, as IQA-PyTorch's NIMA reads it."""
+    net = backbones.inception_resnet_v2(pretrained)
+    net.reset_classifier(0)
+    return net, int(net.num_features)
+
+
 def _inception_v3(pretrained):
     net = backbones.inception_v3(pretrained)
     net.dropout = nn.Identity()  # NIMA's own Dropout(0.75) replaces the classifier's
@@ -153,4 +163,14 @@ def nima_inception(head="dist", pretrained="default", dropout=0.75, trunk_seed=N
 def nima_vgg16_gap(head="dist", pretrained="default", dropout=0.0, trunk_seed=None, freeze_trunk=False):
     model = _build(_vgg16_gap, head, pretrained, dropout, trunk_seed, freeze_trunk)
     model.input = InputSpec(size=224, resize="shorter")  # shorter side to 224, centre crop (toolbox's eval)
+    return model
+
+
+@register_model("nima-irv2", family="nima", paper=PAPER, heads=("dist",),
+                description="NIMA as the IQA-PyTorch toolbox builds it by default: Inception-ResNet-v2 -> global "
+                            "average pool (1536) -> Linear(10) -> softmax; no dropout")
+def nima_irv2(head="dist", pretrained="default", dropout=0.0, trunk_seed=None, freeze_trunk=False):
+    model = _build(_inception_resnet_v2, head, pretrained, dropout, trunk_seed, freeze_trunk)
+    # the toolbox's eval: shorter side to 299 (bilinear, antialiased), centre crop, inputs in [-1, 1]
+    model.input = InputSpec(size=299, resize="shorter", mean=UNIT_RANGE[0], std=UNIT_RANGE[1])
     return model
