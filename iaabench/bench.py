@@ -281,6 +281,8 @@ def run_bench(model_name: str, dataset_name: str, device: str = "cpu", batch_siz
         results["cache_build"] = {"images": b["images"], "seconds": round(b["seconds"], 4),
                                   "images_per_s": round(b["images_per_s"], 1) if b["images_per_s"] else None,
                                   "workers": b["workers"], "decoder": caches["train"].key["decoder"],
+                                  "jpeg_decoder": f"torchvision {caches['train'].key['torchvision']} decode_jpeg "
+                                                  "(PIL's pixels; other files: PIL)",
                                   "resizer": caches["train"].key["resizer"]}
 
     def fast(samples, spec, bsize, train, part):
