@@ -8,7 +8,8 @@ record's, and `smoke_status` fails a model whose record is below the bar. A mode
 learn there says why in its card (the variant's `smoke:` key, a sentence); it is then left out of
 the table's synthetic section. A constant predictor (`constant_predictions`, the floor row) has
 no SRCC by design and is listed as such. A model with no smoke record yet is listed as not run (a warning,
-not a failure: some models take hours on a CPU).
+not a failure: some models take hours on a CPU), and so is one whose records were made with another plan
+than the card gives today (a recipe edited since: "stale", compared by plan key).
 """
 from __future__ import annotations
 
@@ -63,6 +64,13 @@ def smoke_status(frame=None) -> list[tuple[str, str, bool | None]]:
             out.append((model, f"not run: `iaabench run --model {model} --dataset {SMOKE_DATASET}` "
                                f"(recipe {recipe}) has no committed record", None))
             continue
+        stale = [r for r in rows.itertuples() if not _is_current(model, r)]
+        rows = rows.drop(index=[r.Index for r in stale])
+        if not len(rows):
+            out.append((model, f"stale: its {len(stale)} record(s) of recipe {recipe} were made with another "
+                               f"recipe content or options than the card's current one: re-run "
+                               f"`iaabench run --model {model} --dataset {SMOKE_DATASET}`", None))
+            continue
         values = [float(v) if v is not None else math.nan for v in rows["value"]]
         worst = min(values, key=lambda v: (not math.isnan(v), v))
         good = not math.isnan(worst) and worst > SMOKE_SRCC
@@ -70,3 +78,18 @@ def smoke_status(frame=None) -> list[tuple[str, str, bool | None]]:
         out.append((model, f"SRCC {worst:.3f} (lowest of seed(s) {seeds}, recipe {recipe}); the bar is > {SMOKE_SRCC}",
                     good))
     return out
+
+
+def _is_current(model: str, row) -> bool:
+    """The record was made with the plan the card gives today (same recipe content, default
+    dataset size and split, its seed): a recipe edited since leaves its old records behind."""
+    import json
+    from pathlib import Path
+
+    from .plan import resolve
+
+    try:
+        made = json.loads(Path(row.path).read_text(encoding="utf-8")).get("plan_key")
+    except (OSError, ValueError):
+        return False
+    return made == resolve(model=model, dataset=SMOKE_DATASET, seed=int(row.seed)).key()

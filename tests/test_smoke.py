@@ -12,6 +12,7 @@ def _frame(rows):
 
 
 def test_a_model_below_the_bar_fails_and_one_above_passes(monkeypatch):
+    monkeypatch.setattr(smoke, "_is_current", lambda model, row: True)
     monkeypatch.setattr(smoke, "excused", lambda model: "its quick run is hours on a CPU" if model == "eat" else None)
     quick = smoke.smoke_recipe("nima")
     status = {m: (msg, ok) for m, msg, ok in smoke.smoke_status(_frame([
@@ -27,12 +28,27 @@ def test_a_model_below_the_bar_fails_and_one_above_passes(monkeypatch):
     assert status["constant"][1] is None and "by design" in status["constant"][0]
 
 
+def test_a_record_of_an_edited_recipe_is_stale_not_counted(tmp_path):
+    import json
+
+    from iaabench.plan import resolve
+
+    rows = []
+    for name, key in (("old", "0123456789abcdef"), ("new", resolve(model="nima", dataset="synth-tad66k", seed=0).key())):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"plan_key": key}))
+        rows.append({"model": "nima", "dataset": "synth-tad66k", "mode": "trained", "recipe": smoke.smoke_recipe("nima"),
+                     "metric": "srcc", "value": 0.05 if name == "old" else 0.3, "seed": 0, "path": str(tmp_path / f"{name}.json")})
+    status = {m: (msg, ok) for m, msg, ok in smoke.smoke_status(pd.DataFrame(rows))}
+    assert status["nima"][1] is True and "0.300" in status["nima"][0]  # the old recipe's 0.05 is not counted
+    status = {m: (msg, ok) for m, msg, ok in smoke.smoke_status(pd.DataFrame(rows[:1]))}
+    assert status["nima"][1] is None and status["nima"][0].startswith("stale: its 1 record(s)")
+
+
 def test_every_registered_model_is_listed_once():
     from iaabench.registry import list_models
 
     names = [m for m, _, _ in smoke.smoke_status(_frame([]))]
     assert names == list_models()
-
 
 
 def test_an_excused_model_is_left_out_of_the_synthetic_section(monkeypatch):
