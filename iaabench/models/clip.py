@@ -26,6 +26,8 @@ ViT (64 px, 2 layers) for quick CPU recipes and tests; it is not a CLIP model.
 """
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import torch
@@ -90,7 +92,14 @@ def build_tower(name: str, tag: str, pretrained: str | None) -> tuple[nn.Module,
         raise unknown_name(name, open_clip.list_models(), "open_clip tower", "open_clip.list_models() lists them")
     path = resolve_tower_weights(name, tag, pretrained)
     quick = bool((open_clip.get_pretrained_cfg(name, tag) or {}).get("quick_gelu", False))
-    clip = open_clip.create_model(name, pretrained=str(path) if path else None, force_quick_gelu=quick)
+    if path:
+        clip = open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick)
+    else:  # random on purpose (--pretrained none, probes): without open_clip's "initialized randomly" warning
+        logging.disable(logging.WARNING)
+        try:
+            clip = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick)
+        finally:
+            logging.disable(logging.NOTSET)
     visual = clip.visual
     pre = dict(getattr(visual, "preprocess_cfg", None) or {})
     size = pre.get("size", getattr(visual, "image_size", 224))
