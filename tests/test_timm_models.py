@@ -42,6 +42,25 @@ def test_input_spec_comes_from_timms_pretrained_config():
     assert TI.input_spec_from_timm("resnet18").size == 224
 
 
+def test_models_made_for_one_size_are_built_at_the_quick_recipes_size():
+    card = load_card("timm")
+    for name in ("swin-t", "vit-b16", "maxvit-t"):
+        recipe = card.recipe(card.recipe_name_for("synth-tad66k", name))
+        assert recipe.options == {"img_size": 128} and tuple(recipe.train_transforms.resize) == (128, 128)
+    assert card.recipe(card.recipe_name_for("synth-tad66k", "convnext-t")).options == {}
+    m = create_model("vit-b16", head="score", pretrained="none", img_size=64).eval()
+    with torch.no_grad():
+        assert m(torch.rand(1, 3, 64, 64)).shape == (1, 1)
+    assert m.input.size == 64 and m.backbone.patch_embed.img_size == (64, 64)
+
+
+def test_img_size_is_refused_where_it_cannot_apply():
+    with pytest.raises(ConfigError, match="takes no img_size"):
+        create_model("timm:resnet18", pretrained="none", img_size=64)
+    with pytest.raises(ConfigError, match="differs from its weights' input size 224"):
+        create_model("vit-b16", img_size=64)  # ImageNet weights are for 224: refused before any lookup
+
+
 def test_carded_names_are_registered():
     for name, arch in TI.CARDED.items():
         assert model_info(name).family == "timm" and name in load_card("timm").variants

@@ -22,7 +22,7 @@ open_clip is an optional extra (`pip install 'iaabench[clip]'`); without it, a c
 Tower weights resolve offline-first: an explicit path, the weights folder
 (`open_clip_<tower>.<tag>.safetensors` or `.bin`), the Hugging Face cache open_clip fills, a
 download only with IAABENCH_DOWNLOAD=1. `tower: tiny-vit` is iaabench's small randomly initialised
-ViT (64 px, 2 layers) for quick CPU recipes and tests; it is not a CLIP model.
+ViT (64 px, 8 px patches, width 128, 2 layers) for quick CPU recipes and tests; it is not a CLIP model.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def build_tower(name: str, tag: str, pretrained: str | None) -> tuple[nn.Module,
     if name == TINY:
         from open_clip.model import CLIP
 
-        clip = CLIP(64, vision_cfg={"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        clip = CLIP(64, vision_cfg={"image_size": 64, "layers": 2, "width": 128, "patch_size": 8, "head_width": 32},
                     text_cfg={"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1})
         return clip.visual, 64, InputSpec(size=64, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD)
     if name not in open_clip.list_models():

@@ -5,7 +5,9 @@ kept, classifier removed), then Dropout -> Linear(features, 10) -> softmax (head
 with EMD) or Dropout -> Linear(features, 1) (head "score", the unit-scale mean score, trained
 with MSE). The model's input (size, interpolation, mean/std) comes from timm's pretrained config
 of that name. `<name>` may carry timm's weight tag (`convnext_tiny.fb_in22k`); without one,
-timm's default tag is used. Pretrained weights resolve offline-first (`resolve_timm_weights`):
+timm's default tag is used. Option `img_size` builds a model made for one input size (ViT, Swin,
+MaxViT) at another (timm's own `img_size`: position embeddings and windows sized for it); the
+quick CPU recipes use it at 128 px, from random initialisation. Pretrained weights resolve offline-first (`resolve_timm_weights`):
 an explicit path, the weights folder (`<arch>.<tag>.safetensors`), the Hugging Face cache timm
 fills, torch hub's checkpoints folder, a download only with IAABENCH_DOWNLOAD=1.
 
@@ -14,6 +16,7 @@ A few names are carded (`baselines/timm.yaml`) for stable table rows: `convnext-
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -125,10 +128,23 @@ def load_timm_weights(module: nn.Module, name: str, pretrained: str | None, igno
 CLASSIFIER_KEYS = ("head", "fc.", "classifier", "last_linear")
 
 
-def create_backbone(name: str, pretrained: str | None = "default") -> nn.Module:
+def create_backbone(name: str, pretrained: str | None = "default", img_size: int | None = None) -> nn.Module:
     """timm model `name` without its classifier (global pooling kept: image -> (B, num_features)),
-    with its pretrained weights resolved offline-first unless `pretrained` is "none"."""
-    net = _timm().create_model(name.split(".")[0], pretrained=False, num_classes=0)
+    with its pretrained weights resolved offline-first unless `pretrained` is "none"; built for
+    input size `img_size` where given (models made for one size only)."""
+    arch = name.split(".")[0]
+    if img_size is None:
+        return load_timm_weights(_timm().create_model(arch, pretrained=False, num_classes=0), name, pretrained,
+                                 ignore=CLASSIFIER_KEYS)
+    native = input_spec_from_timm(name).size
+    if pretrained not in (None, "none") and img_size != native:
+        raise ConfigError(f"timm model {name}: img_size {img_size} differs from its weights' input size {native}",
+                          f"use img_size {native}, or --pretrained none to train at {img_size} from scratch")
+    try:
+        net = _timm().create_model(arch, pretrained=False, num_classes=0, img_size=img_size)
+    except TypeError:
+        raise ConfigError(f"timm model {name} takes no img_size option (its input size is free)",
+                          "set the input size with the recipe's resize instead") from None
     return load_timm_weights(net, name, pretrained, ignore=CLASSIFIER_KEYS)
 
 
@@ -138,14 +154,17 @@ class TimmIAA(IAAModel):
     """timm backbone (classifier removed, global pooling kept) -> Dropout -> Linear -> softmax
     (dist) or the raw value (score)."""
 
-    def __init__(self, name: str, head: str = "dist", pretrained: str | None = "default", dropout: float = 0.75):
+    def __init__(self, name: str, head: str = "dist", pretrained: str | None = "default", dropout: float = 0.75,
+                 img_size: int | None = None):
         super().__init__()
         if head not in HEAD_OUT:
             raise ConfigError(f"timm model head {head!r}: expected 'dist' or 'score'")
         self.timm_name = check_timm_name(name)
         self.head = head
-        self.input = input_spec_from_timm(name)
-        self.backbone = create_backbone(name, pretrained)
+        img_size = None if img_size is None else int(img_size)
+        spec = input_spec_from_timm(name)
+        self.input = spec if img_size is None else replace(spec, size=img_size)
+        self.backbone = create_backbone(name, pretrained, img_size)
         feats = int(self.backbone.num_features)
         layers = [nn.Dropout(dropout), nn.Linear(feats, HEAD_OUT[head])]
         self.classifier = nn.Sequential(*layers, *([nn.Softmax(dim=1)] if head == "dist" else []))
@@ -157,8 +176,9 @@ class TimmIAA(IAAModel):
         return {"backbone": list(self.backbone.parameters()), "head": list(self.classifier.parameters())}
 
 
-def create_timm_iaa(name: str, head: str = "dist", pretrained: str | None = "default", dropout: float = 0.75) -> TimmIAA:
-    return TimmIAA(name, head, pretrained, dropout)
+def create_timm_iaa(name: str, head: str = "dist", pretrained: str | None = "default", dropout: float = 0.75,
+                    img_size: int | None = None) -> TimmIAA:
+    return TimmIAA(name, head, pretrained, dropout, img_size)
 
 
 def timm_model_info(full_name: str) -> ModelInfo:
@@ -168,8 +188,8 @@ def timm_model_info(full_name: str) -> ModelInfo:
         raise ConfigError(f"'{full_name}': name a timm model after 'timm:', e.g. timm:convnext_tiny")
     check_timm_name(name)
 
-    def builder(head="dist", pretrained="default", dropout=0.75):
-        return create_timm_iaa(name, head, pretrained, dropout)
+    def builder(head="dist", pretrained="default", dropout=0.75, img_size=None):
+        return create_timm_iaa(name, head, pretrained, dropout, img_size)
 
     return ModelInfo(full_name, "timm", PAPER, builder, ("dist", "score"),
                      f"timm {name} with the NIMA-style head (card-less default recipe of baselines/timm.yaml)")
@@ -178,8 +198,8 @@ def timm_model_info(full_name: str) -> ModelInfo:
 def _carded(key: str, arch: str):
     @register_model(key, family="timm", paper=PAPER, heads=("dist", "score"),
                     description=f"timm {arch} with the NIMA-style head")
-    def build(head="dist", pretrained="default", dropout=0.75):
-        return create_timm_iaa(arch, head, pretrained, dropout)
+    def build(head="dist", pretrained="default", dropout=0.75, img_size=None):
+        return create_timm_iaa(arch, head, pretrained, dropout, img_size)
 
     return build
 
