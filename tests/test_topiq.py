@@ -156,15 +156,26 @@ def test_missing_released_checkpoint_says_where_to_put_it(tmp_path, monkeypatch)
     assert "--pretrained none" in str(e.value)
 
 
+def test_swin_built_for_the_quick_recipes_size_trains_and_evaluates_at_it():
+    m = create_model("topiq-iaa", pretrained="none", test_size=128)
+    assert m.input.size == 128
+    dist = m.train()(torch.rand(2, 3, 128, 128))
+    dist.sum().backward()
+    with torch.no_grad():
+        assert m.eval()(torch.rand(1, 3, 200, 150)).shape == (1, 10)  # eval mode resizes to 128 x 128
+    card = load_card("topiq")
+    assert card.recipe(card.recipe_name_for("synth-tad66k", "topiq-iaa")).options == {"test_size": 128}
+
+
 def test_bad_input_messages(res50, swin):
     with pytest.raises(ConfigError, match=r"\(B, 3, H, W\)"):
         res50(torch.rand(3, 64, 64))
     with pytest.raises(ConfigError, match="no 'score' head"):
         create_model("topiq-iaa", head="score", pretrained="none")
-    with pytest.raises(ConfigError, match="no option 'test_size'"):
-        create_model("topiq-iaa", pretrained="none", test_size=224)
-    with pytest.raises(ConfigError, match="384 x 384 only"):
-        T.TOPIQ("swin", "none", test_size=224)
+    with pytest.raises(ConfigError, match="weights are for 384 x 384 only"):
+        T.TOPIQ("swin", "default", test_size=224)
+    with pytest.raises(ConfigError, match="checkpoint is for 384 x 384"):
+        create_model("topiq-iaa", checkpoint="released", test_size=224)
     with pytest.raises(ConfigError, match="test_size"):
         T.TOPIQ("resnet50", "none", test_size=8)
     swin.train()

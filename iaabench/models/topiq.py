@@ -18,10 +18,10 @@ no-reference mode, as the shared `reference/modern.md` describes them:
   Linear, GELU, Linear 512 -> 10), softmax: a 10-bin distribution; the score is its mean.
 
 The forward takes images in [0, 1] and, as released, preprocesses inside: in eval mode it resizes
-(Swin: to exactly 384 x 384; ResNet-50: shorter side to 384 - option `test_size` - torchvision
-bilinear with antialias),
-then in both modes normalises with ImageNet mean/std. The input spec therefore declares mean 0 and
-std 1 (the data path must not normalise). Training: EMD between distributions (the paper's loss
+(Swin: to exactly 384 x 384; ResNet-50: shorter side to 384; torchvision bilinear, antialias),
+then in both modes normalises with ImageNet mean/std. Option `test_size` changes that size; for the
+Swin it builds another Swin (timm's `img_size`, from scratch only: the quick CPU recipe's 128 px).
+The input spec therefore declares mean 0 and std 1 (the data path must not normalise). Training: EMD between distributions (the paper's loss
 for AVA), see the card.
 
 Released checkpoints (`cfanet_iaa_ava_swin-393b41b4.pth`, `cfanet_iaa_ava_res50-3cd62bb3.pth`)
@@ -166,11 +166,11 @@ class TOPIQ(IAAModel):
         super().__init__()
         if backbone not in BACKBONES:
             raise ConfigError(f"TOPIQ backbone {backbone!r}: expected one of {', '.join(BACKBONES)}")
-        if backbone == "swin" and test_size != TEST_SIZE:
-            raise ConfigError(f"TOPIQ-IAA (Swin, window 12) runs at {TEST_SIZE} x {TEST_SIZE} only: test_size={test_size}",
-                              "test_size is an option of topiq-iaa-res50")
         if not isinstance(test_size, int) or test_size < 32:
             raise ConfigError(f"TOPIQ test_size: expected an integer >= 32, got {test_size!r}")
+        if backbone == "swin" and test_size != TEST_SIZE and pretrained not in (None, "none"):
+            raise ConfigError(f"TOPIQ-IAA (Swin, window 12): its weights are for {TEST_SIZE} x {TEST_SIZE} only, "
+                              f"test_size={test_size} builds another Swin", "use --pretrained none to train it from scratch")
         self.test_size = test_size
         import timm
 
@@ -182,8 +182,8 @@ class TOPIQ(IAAModel):
                                mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         self.h_emb = nn.Parameter(torch.randn(1, INTER_DIM // 2, 32, 1))
         self.w_emb = nn.Parameter(torch.randn(1, INTER_DIM // 2, 1, 32))
-        if backbone == "swin":
-            net = timm.create_model(arch, pretrained=False)
+        if backbone == "swin":  # another test_size: timm's img_size (windows clamped to small stages)
+            net = timm.create_model(arch, pretrained=False, **({"img_size": test_size} if test_size != TEST_SIZE else {}))
             load_timm_weights(net, tag, pretrained)
             self.semantic_model = net
             self._levels = [SwinLevels(net)]  # a view, not a second registration of the weights
@@ -211,11 +211,12 @@ class TOPIQ(IAAModel):
             from torchvision.transforms import InterpolationMode
             from torchvision.transforms.functional import resize
 
-            size = [TEST_SIZE, TEST_SIZE] if self.backbone_name == "swin" else self.test_size
+            size = [self.test_size] * 2 if self.backbone_name == "swin" else self.test_size
             x = resize(x, size, InterpolationMode.BILINEAR, antialias=True)
-        elif self.backbone_name == "swin" and tuple(x.shape[-2:]) != (TEST_SIZE, TEST_SIZE):
-            raise ConfigError(f"TOPIQ-IAA (Swin, window 12) trains on {TEST_SIZE} x {TEST_SIZE} images, "
-                              f"got {x.shape[-2]} x {x.shape[-1]}", "use a recipe whose transforms give 384 x 384")
+        elif self.backbone_name == "swin" and tuple(x.shape[-2:]) != (self.test_size, self.test_size):
+            raise ConfigError(f"TOPIQ-IAA (Swin) built for {self.test_size} x {self.test_size} trains on that size, "
+                              f"got {x.shape[-2]} x {x.shape[-1]}",
+                              f"use a recipe whose transforms give {self.test_size} x {self.test_size}")
         mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -309,6 +310,9 @@ def _create(backbone: str, head: str, pretrained: str | None, checkpoint: str | 
             test_size: int = TEST_SIZE) -> TOPIQ:
     if head != "dist":
         raise ConfigError(f"TOPIQ-IAA predicts a 10-bin distribution: head {head!r} is not available", "use --head dist")
+    if checkpoint and backbone == "swin" and test_size != TEST_SIZE:
+        raise ConfigError(f"the released TOPIQ-IAA Swin checkpoint is for {TEST_SIZE} x {TEST_SIZE}: test_size={test_size}",
+                          "drop test_size to evaluate it")
     model = TOPIQ(backbone, "none" if checkpoint else pretrained, test_size)
     return load_released(model, checkpoint) if checkpoint else model
 
@@ -317,8 +321,8 @@ def _create(backbone: str, head: str, pretrained: str | None, checkpoint: str | 
                 description="TOPIQ-IAA as released (CFANet, Swin-B/4 window 12 at 384, 10-bin head, EMD); "
                             "checkpoint=cfanet_iaa_ava_swin-393b41b4.pth loads the released AVA model",
                 parity={"topiq_iaa": "dist"})
-def topiq_iaa(head="dist", pretrained="default", checkpoint=None):
-    return _create("swin", head, pretrained, checkpoint)
+def topiq_iaa(head="dist", pretrained="default", checkpoint=None, test_size=TEST_SIZE):
+    return _create("swin", head, pretrained, checkpoint, test_size)
 
 
 @register_model("topiq-iaa-res50", family="topiq", paper=PAPER, heads=("dist",),
