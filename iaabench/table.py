@@ -190,7 +190,7 @@ def _mark(cells, df, protocol) -> None:
     from .metrics import get_metric
     from .registry import dataset_info
 
-    ok = cells["mean"].notna() & cells["verified"].fillna(False).astype(bool) & (cells["overlap"] == "") \
+    ok = cells["mean"].notna() & cells["verified"].eq(True) & (cells["overlap"] == "") \
         & (cells["mode"] != "not run")
     for (d, split, metric), grp in cells[ok].groupby(["dataset", "split", "metric"], sort=False):
         higher = get_metric(metric).higher_is_better

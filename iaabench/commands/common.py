@@ -12,7 +12,9 @@ from rich.table import Table
 from ..errors import ConfigError
 
 
-console = Console()
+#: Messages are never hard-wrapped (a path or a name split across lines breaks users' scripts and greps);
+#: tables still fit the terminal.
+console = Console(soft_wrap=True)
 
 
 def _progress() -> Progress:
